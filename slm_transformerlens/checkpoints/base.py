@@ -1,0 +1,125 @@
+"""The checkpoint-family protocol, the result of reading a checkpoint, and the family registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from slm_transformerlens.errors import CheckpointError
+from slm_transformerlens.vocab import SpeechVocab
+
+__all__ = [
+    "CheckpointFamily",
+    "LoadOptions",
+    "LoadedCheckpoint",
+    "detect_family",
+    "get_family",
+    "list_families",
+    "register_family",
+]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the caller asked for when loading.
+
+    Attributes:
+        tokenizer: a tokenizer object or a local directory holding one (for SIMS: the BASE text
+            tokenizer, which is extended with the unit tokens as slamkit does).
+        device: where the parameters go.
+        dtype: the parameter dtype.
+        unit_format: the unit token format (generic family), e.g. ``"<Un{}>"``.
+        marker_tokens: marker token strings by role (generic family).
+        progress: show progress bars.
+    """
+
+    tokenizer: Any = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    unit_format: str | None = None
+    marker_tokens: dict[str, str] | None = None
+    progress: bool = True
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint read from disk: the HF model, its tokenizer and its vocabulary layout.
+
+    Attributes:
+        family: the family that read it.
+        path: the checkpoint directory.
+        hf_model: the base causal LM (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...), in eval mode.
+        hf_config: the base model's HF config.
+        architecture: the bridge architecture key, e.g. ``"Qwen2ForCausalLM"``.
+        tokenizer: the full (speech-extended) tokenizer.
+        speech_vocab: the vocabulary layout.
+        metadata: family-specific facts (base model name, twist init, weight format, ...).
+    """
+
+    family: str
+    path: Path
+    hf_model: nn.Module
+    hf_config: Any
+    architecture: str
+    tokenizer: Any
+    speech_vocab: SpeechVocab
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CheckpointFamily(Protocol):
+    """A reader for one on-disk checkpoint family."""
+
+    name: str
+
+    def detect(self, directory: Path) -> bool:
+        """Whether ``directory`` looks like a checkpoint of this family (cheap: no weights read)."""
+        ...
+
+    def describe(self, directory: Path, options: LoadOptions) -> dict[str, Any]:
+        """Architecture facts read from the config files only (for ``slm-lens inspect``)."""
+        ...
+
+    def read(self, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
+        """Read the checkpoint."""
+        ...
+
+
+_FAMILIES: dict[str, CheckpointFamily] = {}
+
+
+def register_family(family: CheckpointFamily) -> CheckpointFamily:
+    """Add a family to the registry (later registrations are tried first by detection)."""
+    _FAMILIES[family.name] = family
+    return family
+
+
+def list_families() -> list[str]:
+    """Names of the registered families."""
+    return list(_FAMILIES)
+
+
+def get_family(name: str) -> CheckpointFamily:
+    """The family called ``name``."""
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise CheckpointError(
+            f"unknown checkpoint family {name!r}; known families are {list(_FAMILIES)}"
+        ) from None
+
+
+def detect_family(directory: Path) -> CheckpointFamily:
+    """The first registered family (most specific first) whose ``detect`` accepts ``directory``."""
+    for family in reversed(list(_FAMILIES.values())):
+        if family.detect(directory):
+            return family
+    raise CheckpointError(
+        f"{directory} is not a checkpoint of any known family ({list(_FAMILIES)}): no config.json with "
+        "model_type 'speech_language_model' (SIMS), no Llama config with a [Hu0] tokenizer (SpiritLM), "
+        "and no supported causal-LM config (generic). Pass family= to force one."
+    )

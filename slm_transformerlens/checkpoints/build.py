@@ -1,0 +1,228 @@
+"""Building a Hugging Face causal LM from a config on the meta device and streaming weights in.
+
+Peak memory stays near the size of the weights: parameters are created on the meta device
+(no storage), and each tensor read from disk is assigned into the model as it is (one shard
+in memory at a time), converted to the requested dtype on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from slm_transformerlens.checkpoints.files import WeightFiles, iter_checkpoint_tensors
+from slm_transformerlens.errors import CheckpointError, UnsupportedArchitectureError
+
+__all__ = [
+    "build_causal_lm",
+    "check_dtype_supported",
+    "directory_of",
+    "resolve_architecture",
+    "resolve_dtype",
+    "supported_architectures",
+]
+
+
+def supported_architectures() -> list[str]:
+    """HF architecture names TransformerLens' bridge has an adapter for."""
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+
+    return sorted(ArchitectureAdapterFactory._adapters)
+
+
+def resolve_architecture(hf_config: Any) -> str:
+    """The bridge architecture key of an HF config (e.g. ``"LlamaForCausalLM"``).
+
+    Raises:
+        UnsupportedArchitectureError: the config names no architecture TransformerLens supports.
+    """
+    names = list(getattr(hf_config, "architectures", None) or [])
+    model_type = getattr(hf_config, "model_type", None)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    mapped = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if model_type else None
+    if mapped:
+        names.append(mapped)
+    supported = set(supported_architectures())
+    for name in names:
+        if name in supported:
+            return name
+    raise UnsupportedArchitectureError(
+        f"architecture {names or model_type!r} is not supported by TransformerLens "
+        f"{_tl_version()}: its bridge has adapters for {len(supported)} architectures, e.g. "
+        "LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM. Register an ArchitectureAdapter "
+        "for it (transformer_lens ArchitectureAdapterFactory.register_adapter) and try again."
+    )
+
+
+def _tl_version() -> str:
+    from importlib.metadata import version
+
+    return version("transformer-lens")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, hf_config: Any) -> torch.dtype:
+    """The dtype to load in: the argument, else float32.
+
+    Float32 is the default (not the checkpoint's stored dtype) because interpretability
+    read-outs are compared at fp32 precision; pass ``dtype=torch.bfloat16`` to halve memory.
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("torch.")
+        if name == "auto":
+            stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+            return resolve_dtype(stored, hf_config) if stored not in (None, "auto") else torch.float32
+        resolved = getattr(torch, name, None)
+        if not isinstance(resolved, torch.dtype):
+            raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or 'auto'")
+        return resolved
+    return dtype
+
+
+def check_dtype_supported(dtype: torch.dtype, device: torch.device) -> None:
+    """Fail early and clearly when ``device`` cannot compute in ``dtype``.
+
+    Raises:
+        CheckpointError: e.g. bfloat16 on a CUDA GPU older than Ampere, or a device that is absent.
+    """
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CheckpointError(f"device {device} was requested but CUDA is not available on this machine")
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise CheckpointError(
+                f"dtype bfloat16 is not supported on {torch.cuda.get_device_name(device)} "
+                "(needs compute capability >= 8.0). Load with dtype=torch.float16 or torch.float32."
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError(f"device {device} was requested but MPS is not available on this machine")
+    try:
+        probe = torch.ones(2, 2, dtype=dtype, device=device)
+        (probe @ probe).sum().item()
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(
+            f"device {device} cannot compute in {dtype} ({error}); choose another dtype"
+        ) from error
+
+
+def build_causal_lm(
+    hf_config: Any,
+    weights: WeightFiles,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    rename: Callable[[str], str | None] = lambda key: key,
+    progress: bool = True,
+) -> nn.Module:
+    """Instantiate ``AutoModelForCausalLM`` from ``hf_config`` and load the weights into it.
+
+    Args:
+        hf_config: the base model's HF config.
+        weights: the checkpoint's weight files.
+        dtype: parameter dtype.
+        device: where the parameters live.
+        rename: maps a key on disk to the model's key (e.g. strips SIMS' ``lm.`` prefix); a key
+            mapped to ``None`` is skipped.
+        progress: show a progress bar over the weight files.
+
+    Raises:
+        CheckpointError: a weight the model needs is missing, a tensor has the wrong shape, or
+            the file holds unexpected keys.
+    """
+    from transformers import AutoModelForCausalLM
+
+    hf_config._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="eager")
+    expected = dict(model.state_dict())
+    tied = bool(getattr(hf_config, "tie_word_embeddings", False))
+    output_key = _output_embedding_key(model) if tied else None
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    for path, tensors in tqdm(
+        iter_checkpoint_tensors(weights),
+        total=len(weights.files),
+        desc="loading weights",
+        disable=not progress,
+    ):
+        batch: dict[str, torch.Tensor] = {}
+        for key in list(tensors):
+            tensor = tensors.pop(key)
+            name = rename(key)
+            if name is None:
+                continue
+            if name not in expected:
+                unexpected.append(key)
+                continue
+            if name == output_key:
+                continue  # tied to the input embedding: HF ignores a saved copy too
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise CheckpointError(
+                    f"{path.name}: tensor {key} has shape {tuple(tensor.shape)}, but the config implies "
+                    f"{tuple(expected[name].shape)}; config.json and the weights disagree"
+                )
+            batch[name] = tensor.to(device=device, dtype=dtype)
+        model.load_state_dict(batch, strict=False, assign=True)
+        loaded.update(batch)
+        del batch, tensors
+    if unexpected:
+        raise CheckpointError(
+            f"the weights hold {len(unexpected)} tensors the {type(model).__name__} does not have, e.g. "
+            f"{unexpected[:3]}; the config does not describe these weights"
+        )
+    missing = sorted(set(expected) - loaded - ({output_key} if output_key else set()))
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} weights are missing from the checkpoint, e.g. {missing[:3]}; "
+            "the weight files are incomplete or belong to another model"
+        )
+    if tied:
+        model.tie_weights()
+    _rebuild_meta_buffers(model, device)
+    model.eval()
+    return model
+
+
+def _output_embedding_key(model: nn.Module) -> str | None:
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is head:
+            return f"{name}.weight"
+    return None
+
+
+def _rebuild_meta_buffers(model: nn.Module, device: torch.device) -> None:
+    """Recompute non-persistent buffers (rotary ``inv_freq``) that the meta build left empty."""
+    for name, module in list(model.named_modules()):
+        if not any(b.is_meta for b in module.buffers(recurse=False)):
+            continue
+        config = getattr(module, "config", None)
+        if config is None:
+            raise CheckpointError(
+                f"module {name} ({type(module).__name__}) has buffers that are not in the checkpoint and "
+                "cannot be recomputed; this architecture is not supported by the streaming loader"
+            )
+        rebuilt = type(module)(config).to(device)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, rebuilt)
+    leftover = [n for n, b in model.named_buffers() if b.is_meta]
+    leftover += [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise CheckpointError(f"tensors {leftover[:3]} were never loaded; the checkpoint is incomplete")
+
+
+def directory_of(path: str | Path) -> Path:
+    """A checkpoint directory as a resolved Path, with a clear error when it does not exist."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        from slm_transformerlens.errors import MissingCheckpointFileError
+
+        raise MissingCheckpointFileError(f"checkpoint directory {directory} does not exist")
+    return directory.resolve()

@@ -1,0 +1,86 @@
+"""Reading a plain Hugging Face causal-LM directory (config.json + weights + tokenizer files).
+
+Shared by the SpiritLM and generic families, which differ only in how they find the speech
+tokens in the tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slm_transformerlens.checkpoints.base import LoadedCheckpoint, LoadOptions
+from slm_transformerlens.checkpoints.build import build_causal_lm, resolve_architecture
+from slm_transformerlens.checkpoints.files import find_weight_files, read_json
+from slm_transformerlens.checkpoints.tokenizers import load_tokenizer
+from slm_transformerlens.errors import CheckpointError, VocabularyError
+from slm_transformerlens.vocab import SpeechVocab
+
+__all__ = ["hf_config_of", "read_hf_directory"]
+
+
+def hf_config_of(directory: Path) -> Any:
+    """The HF config of a plain causal-LM directory."""
+    from transformers import AutoConfig
+
+    read_json(directory / "config.json", what="model config")  # clear error when absent or broken
+    try:
+        return AutoConfig.from_pretrained(str(directory))
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(
+            f"{directory / 'config.json'} is not a config transformers can read: {error}"
+        ) from error
+
+
+def read_hf_directory(
+    directory: Path,
+    options: LoadOptions,
+    *,
+    family: str,
+    make_vocab: Any,
+    max_padding_rows: int,
+) -> LoadedCheckpoint:
+    """Read a plain HF causal-LM directory.
+
+    Args:
+        directory: the checkpoint directory.
+        options: load options (``options.tokenizer`` overrides the directory's own tokenizer).
+        family: the family name recorded on the result.
+        make_vocab: ``(tokenizer, vocab_size) -> SpeechVocab``.
+        max_padding_rows: how many embedding rows beyond the tokenizer this family may have.
+
+    Raises:
+        VocabularyError: the tokenizer is larger than the embedding, or smaller by more than the
+            family's padding rows.
+    """
+    hf_config = hf_config_of(directory)
+    architecture = resolve_architecture(hf_config)
+    tokenizer = load_tokenizer(options.tokenizer if options.tokenizer is not None else directory)
+    rows = int(hf_config.vocab_size)
+    padding = rows - len(tokenizer)
+    if padding < 0 or padding > max_padding_rows:
+        raise VocabularyError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has {rows} rows "
+            f"({family} checkpoints have at most {max_padding_rows} padding rows beyond the tokenizer). "
+            "The tokenizer does not belong to this checkpoint: pass tokenizer= the checkpoint's own."
+        )
+    vocab: SpeechVocab = make_vocab(tokenizer, rows)
+    weights = find_weight_files(directory)
+    model = build_causal_lm(
+        hf_config, weights, dtype=options.dtype, device=options.device, progress=options.progress
+    )
+    return LoadedCheckpoint(
+        family=family,
+        path=directory,
+        hf_model=model,
+        hf_config=hf_config,
+        architecture=architecture,
+        tokenizer=tokenizer,
+        speech_vocab=vocab,
+        metadata={
+            "weight_format": weights.format,
+            "weight_files": [f.name for f in weights.files],
+            "weight_bytes": weights.total_bytes,
+            "padding_rows": padding,
+        },
+    )

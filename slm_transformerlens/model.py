@@ -1,0 +1,208 @@
+"""HookedSLM: a TransformerLens ``TransformerBridge`` that knows its speech vocabulary.
+
+``HookedSLM`` IS a :class:`transformer_lens.model_bridge.TransformerBridge`, so every
+TransformerLens tool accepts it; it adds :attr:`HookedSLM.speech_vocab` and speech-aware
+inputs (``Speech`` / ``Text`` segments) to ``to_tokens``, ``forward``, ``run_with_cache`` and
+``run_with_hooks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+
+from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions, read_checkpoint
+from slm_transformerlens.checkpoints.build import check_dtype_supported, resolve_dtype
+from slm_transformerlens.vocab import SpeechVocab
+
+if TYPE_CHECKING:
+    from slm_transformerlens.speech.interleave import EncodedBatch
+
+__all__ = ["HookedSLM", "bridge_from_checkpoint", "load"]
+
+
+class HookedSLM(TransformerBridge):
+    """A TransformerBridge over a speech LM, with its :class:`SpeechVocab`.
+
+    Build one with :func:`load`. Integer token tensors are used verbatim (as in
+    TransformerLens); ``Speech`` / ``Text`` inputs (and lists and batches of them) are encoded
+    with the checkpoint family's conventions, right-padded, with an attention mask.
+
+    Attributes:
+        speech_vocab: which ids are text, speech units, markers, and the rest.
+        checkpoint_family: ``"sims"``, ``"spiritlm"`` or ``"generic"``.
+        checkpoint_path: the directory the model was read from (``None`` if built in memory).
+        checkpoint_metadata: family-specific facts (base model name, weight format, ...).
+    """
+
+    speech_vocab: SpeechVocab
+    checkpoint_family: str
+    checkpoint_path: Path | None
+    checkpoint_metadata: dict[str, Any]
+
+    # ------------------------------------------------------------------ speech inputs
+    def encode(self, speech_input: Any) -> EncodedBatch:
+        """Encode ``Speech`` / ``Text`` segments (one utterance or a batch) into tokens + word spans.
+
+        Returns:
+            An ``EncodedBatch`` with ``tokens`` [batch, pos], ``attention_mask`` and the
+            ``word_spans`` table (one row per word: its modality and token positions).
+        """
+        from slm_transformerlens.speech.interleave import encode_utterances
+
+        return encode_utterances(
+            speech_input,
+            self.speech_vocab,
+            self.tokenizer,
+            n_ctx=getattr(self.cfg, "n_ctx", None),
+            pad_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else None,
+        )
+
+    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:  # noqa: A002
+        """Tokens of a string (as TransformerLens does) or of ``Speech`` / ``Text`` inputs."""
+        if _is_speech_input(input):
+            tokens = self.encode(input).tokens
+            return tokens.to(self.cfg.device) if kwargs.get("move_to_device", True) else tokens
+        return super().to_tokens(input, *args, **kwargs)
+
+    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        """TransformerBridge's forward, also accepting ``Speech`` / ``Text`` inputs."""
+        if _is_speech_input(input):
+            encoded = self.encode(input)
+            input = encoded.tokens.to(self.cfg.device)
+            if kwargs.get("attention_mask") is None and bool((encoded.attention_mask == 0).any()):
+                kwargs["attention_mask"] = encoded.attention_mask.to(self.cfg.device)
+        return super().forward(input, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"HookedSLM(family={self.checkpoint_family!r}, architecture={self.cfg.architecture!r}, "
+            f"n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, d_vocab={self.cfg.d_vocab}, "
+            f"n_units={self.speech_vocab.n_units})"
+        )
+
+
+def _is_speech_input(value: Any) -> bool:
+    if isinstance(value, (str, Tensor)):
+        return False
+    from slm_transformerlens.speech.interleave import is_speech_input
+
+    return is_speech_input(value)
+
+
+def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
+    """Wrap a read checkpoint in a :class:`HookedSLM` (no weights are copied).
+
+    Follows ``transformer_lens.model_bridge.sources.build_bridge_from_module`` step by step,
+    but instantiates our subclass and fixes config fields the bridge derives wrongly.
+    """
+    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+    from transformer_lens.model_bridge.sources._bridge_builder import (
+        build_bridge_config_from_hf,
+        configure_tokenizer,
+    )
+    from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
+
+    model = loaded.hf_model
+    parameter = next(model.parameters())
+    bridge_config = build_bridge_config_from_hf(
+        loaded.hf_config, loaded.architecture, _model_name(loaded), parameter.dtype
+    )
+    _fix_rotary_base(bridge_config, loaded.hf_config)
+    adapter = ArchitectureAdapterFactory.select_architecture_adapter(bridge_config)
+    adapter.cfg.device = str(parameter.device)
+    adapter.prepare_model(model)
+    tokenizer = configure_tokenizer(loaded.tokenizer, adapter.cfg)
+    # Our encoder right-pads; make TransformerLens' own string path do the same.
+    tokenizer.padding_side = "right"
+    driver = TransformersDriver(model, adapter, tokenizer)
+    bridge = HookedSLM(model, adapter, tokenizer, driver=driver)
+    bridge.__dict__["speech_vocab"] = loaded.speech_vocab
+    bridge.__dict__["checkpoint_family"] = loaded.family
+    bridge.__dict__["checkpoint_path"] = loaded.path
+    bridge.__dict__["checkpoint_metadata"] = dict(loaded.metadata)
+    bridge.eval()
+    return bridge
+
+
+def _model_name(loaded: LoadedCheckpoint) -> str:
+    return f"{loaded.family}:{loaded.path.name}"
+
+
+def _fix_rotary_base(bridge_config: Any, hf_config: Any) -> None:
+    """TransformerLens reads only a top-level ``rope_theta``; transformers 5 keeps it in rope_parameters."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    theta = rope.get("rope_theta") if isinstance(rope, dict) else None
+    if theta is None:
+        theta = getattr(hf_config, "rope_theta", None)
+    if theta is not None and hasattr(bridge_config, "rotary_base"):
+        bridge_config.rotary_base = float(theta)
+
+
+def load(
+    path: str | Path,
+    *,
+    family: str | None = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    unit_format: str | None = None,
+    marker_tokens: dict[str, str] | None = None,
+    progress: bool = True,
+) -> HookedSLM:
+    """Load a speech LM checkpoint from disk as a :class:`HookedSLM` (a TransformerBridge).
+
+    Args:
+        path: the checkpoint directory.
+        family: ``"sims"``, ``"spiritlm"`` or ``"generic"``; detected from the files when ``None``.
+        tokenizer: a tokenizer or a local tokenizer directory. Required for SIMS (the BASE text
+            tokenizer, e.g. Qwen2.5's, which is extended with the units as slamkit does);
+            optional otherwise (the checkpoint's own tokenizer is used).
+        device: where to put the model (default CPU).
+        dtype: parameter dtype (default float32; ``"auto"`` takes the checkpoint's stored dtype).
+        unit_format: unit token format for the generic family, e.g. ``"<Un{}>"`` or ``"<{}>"``.
+        marker_tokens: marker token strings for the generic family, ``{"text": ..., "speech": ...}``.
+        progress: show a progress bar while reading weights.
+
+    Returns:
+        The model in eval mode, with ``model.speech_vocab``.
+
+    Raises:
+        slm_transformerlens.errors.SLMError: subclasses name the problem (missing files or
+            shards, unknown architecture, tokenizer/model vocabulary mismatch, unsupported dtype).
+
+    Example:
+        >>> model = slt.load("ckpt/SIMS-Llama3.2-3B", tokenizer="tok/Llama-3.2-3B")  # doctest: +SKIP
+        >>> logits, cache = model.run_with_cache(tokens)  # doctest: +SKIP
+    """
+    torch_device = torch.device(device) if device is not None else torch.device("cpu")
+    from slm_transformerlens.checkpoints.build import directory_of
+
+    directory = directory_of(path)
+    torch_dtype = resolve_dtype(dtype, _stored_config(directory))
+    check_dtype_supported(torch_dtype, torch_device)
+    options = LoadOptions(
+        tokenizer=tokenizer,
+        device=torch_device,
+        dtype=torch_dtype,
+        unit_format=unit_format,
+        marker_tokens=marker_tokens,
+        progress=progress,
+    )
+    return bridge_from_checkpoint(read_checkpoint(directory, options, family=family))
+
+
+def _stored_config(directory: Path) -> Any:
+    """The config.json contents as an attribute bag (for ``dtype='auto'``)."""
+    import json
+    from types import SimpleNamespace
+
+    path = directory / "config.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    base = data.get("base_config") if isinstance(data.get("base_config"), dict) else data
+    return SimpleNamespace(dtype=base.get("dtype") or data.get("dtype"), torch_dtype=base.get("torch_dtype"))
