@@ -18,6 +18,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions, read_checkpoint
 from slm_transformerlens.checkpoints.build import check_dtype_supported, resolve_dtype
+from slm_transformerlens.errors import VocabularyError
 from slm_transformerlens.vocab import SpeechVocab
 
 if TYPE_CHECKING:
@@ -77,7 +78,18 @@ class HookedSLM(TransformerBridge):
             input = encoded.tokens.to(self.cfg.device)
             if kwargs.get("attention_mask") is None and bool((encoded.attention_mask == 0).any()):
                 kwargs["attention_mask"] = encoded.attention_mask.to(self.cfg.device)
+        elif isinstance(input, Tensor) and not input.is_floating_point() and input.numel():
+            self._check_token_range(input)
         return super().forward(input, *args, **kwargs)
+
+    def _check_token_range(self, tokens: Int[Tensor, "..."]) -> None:
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.speech_vocab.vocab_size:
+            bad = low if low < 0 else high
+            raise VocabularyError(
+                f"token id {bad} is outside this model's vocabulary [0, {self.speech_vocab.vocab_size}); "
+                "were the tokens made with another model's tokenizer or unit offset?"
+            )
 
     def __repr__(self) -> str:
         return (

@@ -4,35 +4,55 @@ Importing this package registers the built-in families ``generic``, ``spiritlm``
 (detection tries the most specific first).
 """
 
+from pathlib import Path
+
 from slm_transformerlens.checkpoints import generic as _generic  # noqa: F401  (registers)
 from slm_transformerlens.checkpoints import sims as _sims  # noqa: F401  (registers)
 from slm_transformerlens.checkpoints import spiritlm as _spiritlm  # noqa: F401  (registers)
 from slm_transformerlens.checkpoints.base import (
     CheckpointFamily,
+    CheckpointLayout,
     LoadedCheckpoint,
     LoadOptions,
     detect_family,
     get_family,
     list_families,
+    read_weights,
     register_family,
 )
+from slm_transformerlens.checkpoints.build import directory_of
 
 __all__ = [
     "CheckpointFamily",
+    "CheckpointLayout",
     "LoadOptions",
     "LoadedCheckpoint",
     "detect_family",
     "get_family",
     "list_families",
     "read_checkpoint",
+    "read_layout",
+    "read_weights",
     "register_family",
 ]
 
 
-def read_checkpoint(directory, options: LoadOptions, family: str | None = None) -> LoadedCheckpoint:
-    """Read a checkpoint directory with the named family, or the detected one."""
-    from slm_transformerlens.checkpoints.build import directory_of
+def _family_for(path: Path, family: str | None) -> CheckpointFamily:
+    return get_family(family) if family is not None else detect_family(path)
 
+
+def read_layout(
+    directory: str | Path, options: LoadOptions, family: str | None = None
+) -> tuple[CheckpointFamily, CheckpointLayout]:
+    """Config, tokenizer and vocabulary of a checkpoint, without reading its weights."""
     path = directory_of(directory)
-    reader = get_family(family) if family is not None else detect_family(path)
-    return reader.read(path, options)
+    reader = _family_for(path, family)
+    return reader, reader.read_layout(path, options)
+
+
+def read_checkpoint(
+    directory: str | Path, options: LoadOptions, family: str | None = None
+) -> LoadedCheckpoint:
+    """Read a checkpoint directory with the named family, or the detected one."""
+    path = directory_of(directory)
+    return read_weights(_family_for(path, family), path, options)

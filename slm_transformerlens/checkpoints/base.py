@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -9,16 +10,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from slm_transformerlens.checkpoints.files import WeightFiles
 from slm_transformerlens.errors import CheckpointError
 from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = [
     "CheckpointFamily",
+    "CheckpointLayout",
     "LoadOptions",
     "LoadedCheckpoint",
     "detect_family",
     "get_family",
     "list_families",
+    "read_weights",
     "register_family",
 ]
 
@@ -70,6 +74,29 @@ class LoadedCheckpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CheckpointLayout:
+    """Everything about a checkpoint except its weights (cheap to read: config and tokenizer only).
+
+    Attributes:
+        hf_config: the base model's HF config (``vocab_size`` = embedding rows).
+        architecture: the bridge architecture key.
+        tokenizer: the full (speech-extended) tokenizer.
+        speech_vocab: the vocabulary layout.
+        weights: the weight files.
+        rename: maps a weight key on disk to the HF model's key.
+        metadata: family-specific facts.
+    """
+
+    hf_config: Any
+    architecture: str
+    tokenizer: Any
+    speech_vocab: SpeechVocab
+    weights: WeightFiles
+    rename: Callable[[str], str | None] = lambda key: key
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
 @runtime_checkable
 class CheckpointFamily(Protocol):
     """A reader for one on-disk checkpoint family."""
@@ -80,13 +107,39 @@ class CheckpointFamily(Protocol):
         """Whether ``directory`` looks like a checkpoint of this family (cheap: no weights read)."""
         ...
 
-    def describe(self, directory: Path, options: LoadOptions) -> dict[str, Any]:
-        """Architecture facts read from the config files only (for ``slm-lens inspect``)."""
+    def read_layout(self, directory: Path, options: LoadOptions) -> CheckpointLayout:
+        """Config, tokenizer, vocabulary and weight files, without reading the weights."""
         ...
 
-    def read(self, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
-        """Read the checkpoint."""
-        ...
+
+def read_weights(family: CheckpointFamily, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
+    """Read a checkpoint of ``family``: its layout, then its weights (streamed, meta-device build)."""
+    from slm_transformerlens.checkpoints.build import build_causal_lm
+
+    layout = family.read_layout(directory, options)
+    model = build_causal_lm(
+        layout.hf_config,
+        layout.weights,
+        dtype=options.dtype,
+        device=options.device,
+        rename=layout.rename,
+        progress=options.progress,
+    )
+    return LoadedCheckpoint(
+        family=family.name,
+        path=directory,
+        hf_model=model,
+        hf_config=layout.hf_config,
+        architecture=layout.architecture,
+        tokenizer=layout.tokenizer,
+        speech_vocab=layout.speech_vocab,
+        metadata={
+            **layout.metadata,
+            "weight_format": layout.weights.format,
+            "weight_files": [f.name for f in layout.weights.files],
+            "weight_bytes": layout.weights.total_bytes,
+        },
+    )
 
 
 _FAMILIES: dict[str, CheckpointFamily] = {}

@@ -155,6 +155,6 @@ def peek_tensor_shape(weights: WeightFiles, key: str) -> tuple[int, ...] | None:
     files = [f for f in weights.files if candidates is None or f.name in candidates]
     for path in files:
         with safe_open(str(path), framework="pt") as handle:
-            if key in handle.keys():
+            if key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                 return tuple(handle.get_slice(key).get_shape())
     return None

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slm_transformerlens.checkpoints.base import LoadedCheckpoint, LoadOptions, register_family
-from slm_transformerlens.checkpoints.hf_dir import hf_config_of, read_hf_directory
+from slm_transformerlens.checkpoints.base import CheckpointLayout, LoadOptions, register_family
+from slm_transformerlens.checkpoints.hf_dir import read_hf_layout
 from slm_transformerlens.checkpoints.tokenizers import bos_if_prepended
 from slm_transformerlens.errors import VocabularyError
 from slm_transformerlens.vocab import KNOWN_UNIT_FORMATS, SpeechVocab, find_numbered_tokens
@@ -44,10 +44,7 @@ class GenericFamily:
     def detect(self, directory: Path) -> bool:
         return (directory / "config.json").is_file()
 
-    def describe(self, directory: Path, options: LoadOptions) -> dict[str, Any]:
-        return {"hf_config": hf_config_of(directory)}
-
-    def read(self, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
+    def read_layout(self, directory: Path, options: LoadOptions) -> CheckpointLayout:
         def make_vocab(tokenizer: Any, rows: int) -> SpeechVocab:
             unit_format = options.unit_format or guess_unit_format(tokenizer)
             markers = options.marker_tokens
@@ -71,7 +68,7 @@ class GenericFamily:
                 bos_token_id=bos_if_prepended(tokenizer),
             )
 
-        return read_hf_directory(
+        return read_hf_layout(
             directory, options, family=self.name, make_vocab=make_vocab, max_padding_rows=_MAX_PADDING_ROWS
         )
 

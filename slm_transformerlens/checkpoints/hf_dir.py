@@ -6,17 +6,18 @@ tokens in the tokenizer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slm_transformerlens.checkpoints.base import LoadedCheckpoint, LoadOptions
-from slm_transformerlens.checkpoints.build import build_causal_lm, resolve_architecture
+from slm_transformerlens.checkpoints.base import CheckpointLayout, LoadOptions
+from slm_transformerlens.checkpoints.build import resolve_architecture
 from slm_transformerlens.checkpoints.files import find_weight_files, read_json
 from slm_transformerlens.checkpoints.tokenizers import load_tokenizer
 from slm_transformerlens.errors import CheckpointError, VocabularyError
 from slm_transformerlens.vocab import SpeechVocab
 
-__all__ = ["hf_config_of", "read_hf_directory"]
+__all__ = ["hf_config_of", "read_hf_layout"]
 
 
 def hf_config_of(directory: Path) -> Any:
@@ -32,21 +33,21 @@ def hf_config_of(directory: Path) -> Any:
         ) from error
 
 
-def read_hf_directory(
+def read_hf_layout(
     directory: Path,
     options: LoadOptions,
     *,
     family: str,
-    make_vocab: Any,
+    make_vocab: Callable[[Any, int], SpeechVocab],
     max_padding_rows: int,
-) -> LoadedCheckpoint:
-    """Read a plain HF causal-LM directory.
+) -> CheckpointLayout:
+    """The layout of a plain HF causal-LM directory.
 
     Args:
         directory: the checkpoint directory.
         options: load options (``options.tokenizer`` overrides the directory's own tokenizer).
-        family: the family name recorded on the result.
-        make_vocab: ``(tokenizer, vocab_size) -> SpeechVocab``.
+        family: the family name, for error messages.
+        make_vocab: ``(tokenizer, embedding_rows) -> SpeechVocab``.
         max_padding_rows: how many embedding rows beyond the tokenizer this family may have.
 
     Raises:
@@ -64,23 +65,11 @@ def read_hf_directory(
             f"({family} checkpoints have at most {max_padding_rows} padding rows beyond the tokenizer). "
             "The tokenizer does not belong to this checkpoint: pass tokenizer= the checkpoint's own."
         )
-    vocab: SpeechVocab = make_vocab(tokenizer, rows)
-    weights = find_weight_files(directory)
-    model = build_causal_lm(
-        hf_config, weights, dtype=options.dtype, device=options.device, progress=options.progress
-    )
-    return LoadedCheckpoint(
-        family=family,
-        path=directory,
-        hf_model=model,
+    return CheckpointLayout(
         hf_config=hf_config,
         architecture=architecture,
         tokenizer=tokenizer,
-        speech_vocab=vocab,
-        metadata={
-            "weight_format": weights.format,
-            "weight_files": [f.name for f in weights.files],
-            "weight_bytes": weights.total_bytes,
-            "padding_rows": padding,
-        },
+        speech_vocab=make_vocab(tokenizer, rows),
+        weights=find_weight_files(directory),
+        metadata={"padding_rows": padding},
     )

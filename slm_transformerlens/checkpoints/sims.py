@@ -12,8 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slm_transformerlens.checkpoints.base import LoadedCheckpoint, LoadOptions, register_family
-from slm_transformerlens.checkpoints.build import build_causal_lm, resolve_architecture
+from slm_transformerlens.checkpoints.base import (
+    CheckpointLayout,
+    LoadOptions,
+    register_family,
+)
+from slm_transformerlens.checkpoints.build import resolve_architecture
 from slm_transformerlens.checkpoints.files import find_weight_files, peek_tensor_shape, read_json
 from slm_transformerlens.checkpoints.tokenizers import (
     SLAMKIT_MARKERS,
@@ -80,18 +84,7 @@ class SimsFamily:
         n_units = int(config.get("num_units", config.get("n_units", _DEFAULT_UNITS)))
         return config, hf_config, vocab_size, n_units
 
-    def describe(self, directory: Path, options: LoadOptions) -> dict[str, Any]:
-        config, hf_config, vocab_size, n_units = self._layout(directory)
-        return {
-            "base_model_name": config.get("base_model_name"),
-            "hf_config": hf_config,
-            "tokenizer_size": vocab_size,
-            "n_units": n_units,
-            "unit_range": [vocab_size - n_units - 2, vocab_size - 2],
-            "markers": {"speech": vocab_size - 2, "text": vocab_size - 1},
-        }
-
-    def read(self, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
+    def read_layout(self, directory: Path, options: LoadOptions) -> CheckpointLayout:
         config, hf_config, vocab_size, n_units = self._layout(directory)
         base_name = str(config.get("base_model_name") or "the base LM")
         if options.tokenizer is None:
@@ -113,24 +106,6 @@ class SimsFamily:
                 "and the config belong to different checkpoints"
             )
         hf_config.vocab_size = rows
-        architecture = resolve_architecture(hf_config)
-
-        def rename(key: str) -> str:
-            if not key.startswith(SIMS_PREFIX):
-                raise CheckpointError(
-                    f"weight {key!r} lacks the {SIMS_PREFIX!r} prefix of slamkit's UnitLM; is this a plain HF "
-                    "checkpoint? Load it with family='generic'"
-                )
-            return key[len(SIMS_PREFIX) :]
-
-        model = build_causal_lm(
-            hf_config,
-            weights,
-            dtype=options.dtype,
-            device=options.device,
-            rename=rename,
-            progress=options.progress,
-        )
         vocab = SpeechVocab.from_tokenizer(
             tokenizer,
             vocab_size=rows,
@@ -144,22 +119,27 @@ class SimsFamily:
                 f"unit tokens sit at ids {vocab.units.to_list()}, but slamkit's layout puts them at "
                 f"[{vocab_size - n_units - 2}, {vocab_size - 2}); the tokenizer was extended differently"
             )
-        return LoadedCheckpoint(
-            family=self.name,
-            path=directory,
-            hf_model=model,
+        return CheckpointLayout(
             hf_config=hf_config,
-            architecture=architecture,
+            architecture=resolve_architecture(hf_config),
             tokenizer=tokenizer,
             speech_vocab=vocab,
+            weights=weights,
+            rename=_strip_unit_lm_prefix,
             metadata={
                 "base_model_name": config.get("base_model_name"),
                 "twist_init": config.get("twist_init"),
-                "weight_format": weights.format,
-                "weight_files": [f.name for f in weights.files],
-                "weight_bytes": weights.total_bytes,
             },
         )
+
+
+def _strip_unit_lm_prefix(key: str) -> str:
+    if not key.startswith(SIMS_PREFIX):
+        raise CheckpointError(
+            f"weight {key!r} lacks the {SIMS_PREFIX!r} prefix of slamkit's UnitLM; is this a plain HF "
+            "checkpoint? Load it with family='generic'"
+        )
+    return key[len(SIMS_PREFIX) :]
 
 
 register_family(SimsFamily())

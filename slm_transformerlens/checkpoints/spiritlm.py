@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slm_transformerlens.checkpoints.base import LoadedCheckpoint, LoadOptions, register_family
-from slm_transformerlens.checkpoints.hf_dir import hf_config_of, read_hf_directory
+from slm_transformerlens.checkpoints.base import CheckpointLayout, LoadOptions, register_family
+from slm_transformerlens.checkpoints.hf_dir import read_hf_layout
 from slm_transformerlens.checkpoints.tokenizers import bos_if_prepended
 from slm_transformerlens.vocab import SpeechVocab
 
@@ -28,15 +28,17 @@ class SpiritLMFamily:
     name = "spiritlm"
 
     def detect(self, directory: Path) -> bool:
-        sp_model = directory / "tokenizer.model"
-        if not (directory / "config.json").is_file() or not sp_model.is_file():
+        if not (directory / "config.json").is_file():
             return False
-        return b"[Hu0]" in sp_model.read_bytes() and b"[Speech]" in sp_model.read_bytes()
+        for name in ("tokenizer.model", "tokenizer.json"):
+            path = directory / name
+            if path.is_file():
+                content = path.read_bytes()
+                if b"[Hu0]" in content and b"[Speech]" in content:
+                    return True
+        return False
 
-    def describe(self, directory: Path, options: LoadOptions) -> dict[str, Any]:
-        return {"hf_config": hf_config_of(directory)}
-
-    def read(self, directory: Path, options: LoadOptions) -> LoadedCheckpoint:
+    def read_layout(self, directory: Path, options: LoadOptions) -> CheckpointLayout:
         def make_vocab(tokenizer: Any, rows: int) -> SpeechVocab:
             return SpeechVocab.from_tokenizer(
                 tokenizer,
@@ -48,11 +50,11 @@ class SpiritLMFamily:
                 bos_token_id=bos_if_prepended(tokenizer),
             )
 
-        loaded = read_hf_directory(
+        layout = read_hf_layout(
             directory, options, family=self.name, make_vocab=make_vocab, max_padding_rows=_MAX_PADDING_ROWS
         )
-        loaded.metadata["variant"] = "expressive" if loaded.speech_vocab.extra_groups else "base"
-        return loaded
+        layout.metadata["variant"] = "expressive" if layout.speech_vocab.extra_groups else "base"
+        return layout
 
 
 register_family(SpiritLMFamily())
