@@ -114,10 +114,7 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     but instantiates our subclass and fixes config fields the bridge derives wrongly.
     """
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
-    from transformer_lens.model_bridge.sources._bridge_builder import (
-        build_bridge_config_from_hf,
-        configure_tokenizer,
-    )
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
     from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
 
     model = loaded.hf_model
@@ -129,9 +126,7 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     adapter = ArchitectureAdapterFactory.select_architecture_adapter(bridge_config)
     adapter.cfg.device = str(parameter.device)
     adapter.prepare_model(model)
-    tokenizer = configure_tokenizer(loaded.tokenizer, adapter.cfg)
-    # Our encoder right-pads; make TransformerLens' own string path do the same.
-    tokenizer.padding_side = "right"
+    tokenizer = _configure_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
     driver = TransformersDriver(model, adapter, tokenizer)
     bridge = HookedSLM(model, adapter, tokenizer, driver=driver)
     bridge.__dict__["speech_vocab"] = loaded.speech_vocab
@@ -140,6 +135,28 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     bridge.__dict__["checkpoint_metadata"] = dict(loaded.metadata)
     bridge.eval()
     return bridge
+
+
+def _configure_tokenizer(tokenizer: Any, cfg: Any, vocab: SpeechVocab) -> Any:
+    """Record the tokenizer's BOS/EOS behaviour on ``cfg`` without replacing the tokenizer.
+
+    TransformerLens' own ``configure_tokenizer`` may reload the tokenizer from its
+    ``name_or_path`` (losing the speech tokens slamkit adds in memory) and may add special
+    tokens (growing the vocabulary past the embedding), so it is not used here.
+    """
+    from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+    size = len(tokenizer)
+    tokenizer.padding_side = "right"  # our encoder right-pads; TL's string path does the same
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    cfg.tokenizer_prepends_bos, cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
+    cfg.default_prepend_bos = vocab.bos_token_id is not None
+    if len(tokenizer) != size or size != vocab.tokenizer_size:
+        raise VocabularyError(
+            f"the tokenizer changed size while configuring it ({vocab.tokenizer_size} -> {len(tokenizer)})"
+        )
+    return tokenizer
 
 
 def _model_name(loaded: LoadedCheckpoint) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,9 @@ from torch import Tensor
 
 from slm_transformerlens.errors import CheckpointError, MissingCheckpointFileError
 
-__all__ = ["WeightFiles", "find_weight_files", "iter_checkpoint_tensors", "peek_tensor_shape", "read_json"]
+__all__ = ["WeightFiles", "find_weight_files", "iter_checkpoint_tensors", "peek_tensor_shape", "read_json", "scan_weights"]
 
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64"}
 _SHARD_NAME = re.compile(r"^(model|pytorch_model)-(\d+)-of-(\d+)\.(safetensors|bin)$")
 
 
@@ -158,3 +159,34 @@ def peek_tensor_shape(weights: WeightFiles, key: str) -> tuple[int, ...] | None:
             if key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                 return tuple(handle.get_slice(key).get_shape())
     return None
+
+
+def scan_weights(weights: WeightFiles, rename: Callable[[str], str | None] = lambda key: key) -> dict[str, Any]:
+    """Parameter count and stored dtypes, read from the file headers (safetensors) or an mmap (bin).
+
+    Tied output embeddings that a checkpoint stores twice are counted once, as in the model.
+    """
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    if weights.format == "safetensors":
+        from safetensors import safe_open
+
+        for path in weights.files:
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    tensor_slice = handle.get_slice(key)
+                    stored = str(tensor_slice.get_dtype()).upper()
+                    shapes[key] = (tuple(tensor_slice.get_shape()), _SAFETENSORS_DTYPES.get(stored, stored.lower()))
+    else:
+        for _, tensors in iter_checkpoint_tensors(weights):
+            shapes.update({k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in tensors.items()})
+    n_params = 0
+    dtypes: dict[str, int] = {}
+    for key, (shape, dtype) in shapes.items():
+        if rename(key) is None:
+            continue
+        count = 1
+        for size in shape:
+            count *= size
+        n_params += count
+        dtypes[dtype] = dtypes.get(dtype, 0) + count
+    return {"n_params": n_params, "dtypes": dtypes, "n_tensors": len(shapes)}

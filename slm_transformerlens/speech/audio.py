@@ -110,6 +110,10 @@ def to_mono(audio: np.ndarray | Tensor) -> Float[Tensor, " samples"]:
 
 def resample(audio: Float[Tensor, " samples"], orig_rate: int, target_rate: int) -> Float[Tensor, " samples"]:
     """Polyphase resampling (``scipy.signal.resample_poly``, Kaiser-windowed sinc anti-aliasing)."""
+    return _resample(audio, orig_rate, target_rate)
+
+
+def _resample(audio: Tensor, orig_rate: int, target_rate: int) -> Tensor:
     from scipy.signal import resample_poly
 
     if orig_rate == target_rate:
@@ -124,7 +128,7 @@ def prepare_audio(
     sample_rate: int,
     *,
     target_rate: int = TARGET_SAMPLE_RATE,
-    resample_audio: bool = False,
+    resample: bool = False,
 ) -> Float[Tensor, " samples"]:
     """Validate and convert audio to mono float32 at ``target_rate``.
 
@@ -132,10 +136,10 @@ def prepare_audio(
         audio: ``(samples,)`` or ``(channels, samples)`` float audio.
         sample_rate: the rate of ``audio`` in Hz.
         target_rate: the rate the encoder expects (16 kHz).
-        resample_audio: allow resampling when ``sample_rate != target_rate``.
+        resample: allow resampling when ``sample_rate != target_rate``.
 
     Raises:
-        SpeechInputError: empty or non-finite audio, or a rate mismatch without ``resample_audio``.
+        SpeechInputError: empty or non-finite audio, or a rate mismatch without ``resample``.
     """
     mono = to_mono(audio)
     if mono.numel() == 0:
@@ -145,18 +149,18 @@ def prepare_audio(
     if int(sample_rate) <= 0:
         raise SpeechInputError(f"invalid sample rate {sample_rate}")
     if int(sample_rate) != int(target_rate):
-        if not resample_audio:
+        if not resample:
             raise SpeechInputError(
                 f"the audio is at {sample_rate} Hz but the speech encoder expects {target_rate} Hz; pass "
                 "resample=True to resample it (polyphase filter), or resample it yourself"
             )
-        mono = resample(mono, int(sample_rate), int(target_rate))
+        mono = _resample(mono, int(sample_rate), int(target_rate))
     return mono
 
 
 def load_audio(
-    path: str | Path, *, target_rate: int = TARGET_SAMPLE_RATE, resample_audio: bool = False
+    path: str | Path, *, target_rate: int = TARGET_SAMPLE_RATE, resample: bool = False
 ) -> Float[Tensor, " samples"]:
     """Read a WAV file and :func:`prepare_audio` it."""
     data, rate = read_wav(path)
-    return prepare_audio(data, rate, target_rate=target_rate, resample_audio=resample_audio)
+    return prepare_audio(data, rate, target_rate=target_rate, resample=resample)

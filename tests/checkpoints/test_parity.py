@@ -111,3 +111,16 @@ def test_dtype_bfloat16_loads_and_stays_close(spiritlm_checkpoint) -> None:
     with torch.no_grad():
         difference = (fp32(tokens).log_softmax(-1) - bf16(tokens).float().log_softmax(-1)).abs().max()
     assert difference < 0.5
+
+
+@pytest.mark.parametrize("layout", ["sims-llama3-tied", "sims-qwen2-tied", "spiritlm-base-bin"])
+def test_bridge_keeps_the_speech_tokenizer(layout: str, checkpoint_factory) -> None:
+    """TransformerLens may reload a tokenizer from its name; ours must keep the added unit tokens."""
+    path, load_kwargs = checkpoint_factory(layout)
+    model = slt.load(path, progress=False, **load_kwargs)
+    vocab = model.speech_vocab
+    assert len(model.tokenizer) == vocab.tokenizer_size
+    unit = vocab.unit_token(7)
+    assert model.tokenizer.convert_tokens_to_ids(unit) == vocab.unit_token_id(7)
+    assert model.tokenizer.padding_side == "right"
+    assert model.cfg.default_prepend_bos == (vocab.bos_token_id is not None)

@@ -1,0 +1,103 @@
+"""The speech tokenizer: audio -> HuBERT layer features -> quantizer -> de-duplicated units (a Speech)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from slm_transformerlens.speech.alignment import as_word_timings, read_alignment, validate_words
+from slm_transformerlens.speech.audio import prepare_audio, read_wav
+from slm_transformerlens.speech.features import HubertFeatureExtractor
+from slm_transformerlens.speech.inputs import Speech
+from slm_transformerlens.speech.quantizers import Quantizer
+
+__all__ = ["SpeechTokenizer"]
+
+
+class SpeechTokenizer:
+    """Turn audio into :class:`Speech` units.
+
+    Args:
+        features: the HuBERT feature extractor (model + layer).
+        quantizer: k-means or SpiritLM linear quantizer.
+        dedup: merge repeated units and keep run lengths (both SIMS and SpiritLM do).
+    """
+
+    def __init__(self, features: HubertFeatureExtractor, quantizer: Quantizer, *, dedup: bool = True) -> None:
+        self.features = features
+        self.quantizer = quantizer
+        self.dedup = dedup
+
+    @property
+    def n_units(self) -> int:
+        """The codebook size."""
+        return int(self.quantizer.n_units)
+
+    def frames(
+        self, audio: np.ndarray | Tensor, sample_rate: int, *, resample: bool = False
+    ) -> Int[Tensor, " frames"]:
+        """One unit per encoder frame (before de-duplication)."""
+        wav = prepare_audio(audio, sample_rate, target_rate=self.features.sample_rate, resample=resample)
+        return self.quantizer(self.features(wav)).to(torch.long)
+
+    def __call__(
+        self,
+        audio: np.ndarray | Tensor,
+        sample_rate: int,
+        *,
+        words: Iterable[Any] | None = None,
+        resample: bool = False,
+        keep_audio: bool = False,
+        **speech_kwargs: Any,
+    ) -> Speech:
+        """Encode audio (``(samples,)`` or ``(channels, samples)``) into a :class:`Speech`.
+
+        Args:
+            words: optional alignment ``[(word, start_s, end_s), ...]``, validated against the audio length.
+            resample: allow resampling to 16 kHz (otherwise a rate mismatch is an error).
+            keep_audio: store the prepared 16 kHz waveform on the Speech.
+        """
+        wav = prepare_audio(audio, sample_rate, target_rate=self.features.sample_rate, resample=resample)
+        frames = self.quantizer(self.features(wav)).to(torch.long)
+        word_timings = None if words is None else as_word_timings(words)
+        if word_timings is not None:
+            validate_words(
+                word_timings,
+                duration_s=wav.numel() / self.features.sample_rate,
+                tolerance_s=self.features.frame_duration,
+            )
+        if keep_audio:
+            speech_kwargs.update(audio=wav.numpy(), sample_rate=self.features.sample_rate)
+        return Speech.from_frames(
+            frames,
+            dedup=self.dedup,
+            words=word_timings,
+            frame_duration=self.features.frame_duration,
+            **speech_kwargs,
+        )
+
+    def encode_files(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        alignments: Sequence[str | Path | None] | None = None,
+        resample: bool = False,
+        progress: bool = True,
+    ) -> list[Speech]:
+        """Encode WAV files (and their ``.json`` / ``.TextGrid`` alignments), with a progress bar."""
+        alignment_paths = list(alignments) if alignments is not None else [None] * len(paths)
+        out = []
+        for path, alignment in tqdm(
+            list(zip(paths, alignment_paths, strict=True)), disable=not progress, desc="speech"
+        ):
+            data, rate = read_wav(path)
+            words = read_alignment(alignment) if alignment is not None else None
+            out.append(self(data, rate, words=words, resample=resample))
+        return out

@@ -1,0 +1,64 @@
+"""``slm-lens inspect`` on every family, as text and JSON, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from slm_transformerlens.cli import main
+
+
+def test_inspect_sims_json(checkpoint_factory, capsys) -> None:
+    path, kwargs = checkpoint_factory("sims-qwen2-untied-sharded")
+    assert main(["inspect", str(path), "--tokenizer", str(kwargs["tokenizer"]), "--json"]) == 0
+    description = json.loads(capsys.readouterr().out)
+    assert description["family"] == "sims" and description["architecture"] == "Qwen2ForCausalLM"
+    assert (description["n_layers"], description["d_model"], description["n_heads"]) == (3, 64, 4)
+    assert description["n_key_value_heads"] == 2 and description["stored_dtype"] == "float32"
+    vocab = description["vocab"]
+    base = vocab["speech"]["range"][0]
+    assert vocab["speech"] == {"count": 500, "range": [base, base + 500], "format": "<Un{}>"}
+    assert vocab["markers"]["text"]["id"] == base + 501 and vocab["padding_rows"] == 64
+    assert description["weight_format"] == "safetensors" and len(description["weight_files"]) == 3
+
+
+def test_inspect_counts_parameters_like_the_model(checkpoint_factory, capsys) -> None:
+    import slm_transformerlens as slt
+
+    for layout in ("spiritlm-expressive-safetensors", "spiritlm-base-bin", "sims-llama3-tied"):
+        path, kwargs = checkpoint_factory(layout)
+        args = ["inspect", str(path), "--json"] + (["--tokenizer", str(kwargs["tokenizer"])] if kwargs else [])
+        assert main(args) == 0
+        description = json.loads(capsys.readouterr().out)
+        model = slt.load(path, progress=False, **kwargs)
+        assert description["n_params"] == sum(p.numel() for p in model.original_model.parameters())
+
+
+def test_inspect_text_names_every_group(checkpoint_factory, capsys) -> None:
+    path, _ = checkpoint_factory("spiritlm-expressive-safetensors")
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    for needle in ("family         spiritlm", "LlamaForCausalLM", "[Hu{}]", "[Text]", "pitch", "style", "padding rows"):
+        assert needle in out
+
+
+def test_inspect_error_is_one_line(checkpoint_factory, capsys) -> None:
+    path, _ = checkpoint_factory("sims-qwen2-tied")
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slm-lens inspect: error:") and "tokenizer" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_console_script_is_installed(checkpoint_factory) -> None:
+    path, _ = checkpoint_factory("spiritlm-base-bin")
+    result = subprocess.run(
+        [sys.executable, "-m", "slm_transformerlens.cli", "inspect", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout)["family"] == "spiritlm"
