@@ -1,0 +1,77 @@
+"""Lens analyses for speech LMs: a modality-aware logit lens, a tuned lens, the paper's metrics.
+
+The stable entry point for reading a residual vector is :meth:`Lens.logits`::
+
+    lens = LogitLens(model)            # or TunedLens.load(path, model)
+    logits = lens.logits(resid, layer) # resid [..., d_model] from blocks.{layer}.hook_resid_post; fp32 [..., d_vocab]
+"""
+
+from slm_transformerlens.lens.analysis import LensInputs, as_lens_inputs, lens_table, readout_frame
+from slm_transformerlens.lens.base import (
+    SITES,
+    Lens,
+    LensError,
+    Site,
+    hook_name,
+    resolve_layers,
+    stream_index,
+)
+from slm_transformerlens.lens.logit_lens import LogitLens
+from slm_transformerlens.lens.metrics import (
+    peak_layers,
+    summarize_transcription,
+    transcription_table,
+    wilson_interval,
+)
+from slm_transformerlens.lens.positions import POSITION_MODES, ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.readout import (
+    VIEWS,
+    TokenNamer,
+    ViewReadout,
+    read_many,
+    read_vectors,
+    target_tensor,
+    vocab_views,
+)
+from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver, WordTargets
+from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tuned_lens
+from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
+
+__all__ = [
+    "POSITION_MODES",
+    "SITES",
+    "VIEWS",
+    "Lens",
+    "LensError",
+    "LensInputs",
+    "LogitLens",
+    "ReadoutPlan",
+    "Site",
+    "TargetConfig",
+    "TokenNamer",
+    "TunedLens",
+    "TunedLensConfig",
+    "ViewReadout",
+    "WordTargetResolver",
+    "WordTargets",
+    "as_lens_inputs",
+    "capture_residuals",
+    "evaluate_lenses",
+    "frozen",
+    "hook_name",
+    "lens_table",
+    "peak_layers",
+    "plan_readouts",
+    "read_many",
+    "read_vectors",
+    "readout_frame",
+    "resolve_layers",
+    "stream_index",
+    "summarize_transcription",
+    "target_tensor",
+    "train_tuned_lens",
+    "transcription_table",
+    "unembedding_hash",
+    "vocab_views",
+    "wilson_interval",
+]

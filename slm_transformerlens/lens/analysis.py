@@ -1,0 +1,189 @@
+"""The modality-aware lens analysis of one batch: a tidy table per (row, layer, site, view).
+
+:func:`lens_table` runs the model ONCE (hooks keep only the read-out rows), then streams every
+``(layer, site)`` through the lens in chunks (:func:`~slm_transformerlens.lens.readout.read_vectors`)
+and writes one row per (read-out position, layer, site, view) with the top-k tokens, the ranks and
+probabilities of the requested targets, the probability mass per vocabulary group and the entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
+from slm_transformerlens.lens.logit_lens import LogitLens
+from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.readout import TokenNamer, ViewReadout, read_many, target_tensor, vocab_views
+
+__all__ = ["LensInputs", "as_lens_inputs", "lens_table", "readout_frame"]
+
+
+@dataclass
+class LensInputs:
+    """Tokens, attention mask and word spans of a batch (what ``model.encode`` returns)."""
+
+    tokens: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"] | None = None
+    word_spans: pd.DataFrame | None = None
+
+
+def as_lens_inputs(model: Any, inputs: Any, word_spans: pd.DataFrame | None = None) -> LensInputs:
+    """Normalise what a user passes: a token tensor, an ``EncodedBatch``-like object, a
+    ``(tokens, word_spans)`` pair, a mapping with ``tokens`` / ``word_spans``, or ``Speech`` / ``Text``
+    inputs (encoded with ``model.encode``)."""
+    if isinstance(inputs, Tensor):
+        tokens = inputs if inputs.ndim == 2 else inputs.reshape(1, -1)
+        return LensInputs(tokens.long(), None, word_spans)
+    if isinstance(inputs, Mapping):
+        return LensInputs(
+            torch.as_tensor(inputs["tokens"]).long().reshape(-1, torch.as_tensor(inputs["tokens"]).shape[-1]),
+            inputs.get("attention_mask"),
+            inputs.get("word_spans", word_spans),
+        )
+    if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
+        tokens = inputs[0] if inputs[0].ndim == 2 else inputs[0].reshape(1, -1)
+        return LensInputs(tokens.long(), None, inputs[1])
+    if hasattr(inputs, "tokens") and hasattr(inputs, "word_spans"):
+        return LensInputs(inputs.tokens, getattr(inputs, "attention_mask", None), inputs.word_spans)
+    if hasattr(model, "encode"):
+        encoded = model.encode(inputs)
+        return LensInputs(encoded.tokens, encoded.attention_mask, encoded.word_spans)
+    raise LensError(
+        f"cannot read {type(inputs).__name__} as lens input: pass a token tensor with word_spans=..., "
+        "an EncodedBatch, or Speech/Text inputs"
+    )
+
+
+def readout_frame(
+    plan_rows: pd.DataFrame,
+    readouts: Mapping[str, ViewReadout] | Mapping[tuple[int, str], Mapping[str, ViewReadout]],
+    *,
+    layer: int | None = None,
+    site: str | None = None,
+    group_names: Sequence[str],
+    namer: TokenNamer | None,
+) -> pd.DataFrame:
+    """One tidy frame of read-outs: a row per ((layer, site), view, plan row), in that order.
+
+    ``readouts`` is either ``{view: ViewReadout}`` of one ``(layer, site)`` (pass ``layer`` and ``site``)
+    or ``{(layer, site): {view: ViewReadout}}`` as :func:`~slm_transformerlens.lens.readout.read_many`
+    returns; the frame is built once for all of them (no per-layer DataFrame work).
+    """
+    if layer is not None or site is not None:
+        if layer is None or site is None:
+            raise LensError("pass both layer= and site= with the read-outs of one (layer, site)")
+        by_key: Mapping[tuple[int, str], Mapping[str, ViewReadout]] = {(int(layer), site): readouts}  # type: ignore[dict-item]
+    else:
+        by_key = readouts  # type: ignore[assignment]
+    blocks = [(key, view, r) for key, views in by_key.items() for view, r in views.items()]
+    if not blocks:
+        return pd.DataFrame()
+    n = len(plan_rows)
+    base = plan_rows.reset_index(drop=True)
+    frame = base.iloc[np.tile(np.arange(n), len(blocks))].reset_index(drop=True)
+    columns: dict[str, Any] = {
+        "layer": np.repeat(np.asarray([key[0] for key, _, _ in blocks], dtype=np.int64), n),
+        "site": np.repeat(np.asarray([key[1] for key, _, _ in blocks], dtype=object), n),
+        "view": np.repeat(np.asarray([view for _, view, _ in blocks], dtype=object), n),
+        "entropy": torch.cat([r.entropy for _, _, r in blocks]).numpy().astype(np.float64),
+    }
+    top_ids = torch.cat([r.top_ids.reshape(n, -1) for _, _, r in blocks]).numpy() if n else np.zeros((0, 0))
+    top_probs = torch.cat([r.top_probs.reshape(n, -1) for _, _, r in blocks]).numpy().astype(np.float64)
+    columns["top_ids"] = top_ids.tolist()
+    columns["top_probs"] = top_probs.tolist()
+    if namer is not None:
+        names = [namer.many(row) for row in columns["top_ids"]]
+        columns["top_tokens"] = names
+        columns["top_token"] = pd.array([row[0] if row else None for row in names], dtype="string")
+    masses = torch.cat([r.masses.reshape(n, -1) for _, _, r in blocks]).numpy().astype(np.float64)
+    for g, name in enumerate(group_names):
+        columns[f"mass_{name}"] = masses[:, g] if len(masses) else np.zeros(0)
+    for name in blocks[0][2].ranks:
+        values = torch.cat([r.ranks[name] for _, _, r in blocks]).numpy()
+        columns[f"rank_{name}"] = pd.array(np.where(values < 0, None, values).tolist(), dtype="Int64")
+        columns[f"prob_{name}"] = torch.cat([r.probs[name] for _, _, r in blocks]).numpy().astype(np.float64)
+    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+
+
+def lens_table(
+    model: Any,
+    inputs: Any,
+    *,
+    lens: Lens | None = None,
+    word_spans: pd.DataFrame | None = None,
+    positions: str = "last",
+    modalities: Sequence[str] | None = None,
+    layers: int | Sequence[int] | None = None,
+    sites: Sequence[str] = ("resid_post",),
+    views: Sequence[str] | Mapping[str, Tensor | None] = ("full", "text", "speech"),
+    top_k: int = 10,
+    targets: Mapping[str, Any] | None = None,
+    chunk_size: int = 128,
+    token_strings: bool = True,
+    plan: ReadoutPlan | None = None,
+) -> pd.DataFrame:
+    """Modality-aware logit (or tuned) lens over one batch, as a tidy DataFrame.
+
+    Args:
+        model: a ``HookedSLM`` (``TransformerBridge`` with ``speech_vocab``).
+        inputs: tokens ``[batch, pos]`` (with ``word_spans``), an ``EncodedBatch``, or Speech/Text inputs.
+        lens: the lens to read with (default ``LogitLens(model)``; a ``TunedLens`` works the same).
+        word_spans: the word-span table when ``inputs`` is a token tensor.
+        positions: ``"last"`` (default), ``"first"``, ``"every"``, ``"mean"`` (over each word span) or ``"all"``.
+        modalities: keep only word spans of these modalities (``None`` = all).
+        layers: block indices (``None`` = all).
+        sites: any of ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``.
+        views: ``"full"``, ``"text"``, ``"speech"`` (or another vocabulary group), or ``{name: mask}``.
+        top_k: top tokens kept per row and view.
+        targets: ``{name: ids}``; an int / list is shared by all rows, a list of lists or ``[rows, m]``
+            tensor is per row (-1 pads). Adds ``rank_{name}`` (0 = top; ``<NA>`` when no target id is in
+            the view) and ``prob_{name}`` (summed over the set) columns.
+        chunk_size: rows per unembedding matmul.
+        token_strings: add ``top_tokens`` (readable strings; units as ``<Un17>``) and ``top_token``.
+        plan: a ready :class:`ReadoutPlan` (overrides ``positions`` / ``modalities``).
+
+    Returns:
+        One row per (read-out row, layer, site, view): ``batch, position, word_index, word, modality,
+        n_members, layer, site, view, entropy, top_ids, top_probs, [top_tokens, top_token],
+        mass_{group}..., [rank_{t}, prob_{t}]...``. Masses and probabilities are those of the view's own
+        softmax (in the ``text`` view ``mass_text`` is 1).
+    """
+    lens = lens if lens is not None else LogitLens(model)
+    vocab = model.speech_vocab
+    batch = as_lens_inputs(model, inputs, word_spans)
+    device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
+    tokens = batch.tokens.to(device)
+    if plan is None:
+        plan = plan_readouts(
+            tokens,
+            batch.word_spans,
+            mode=positions,
+            modalities=modalities,
+            attention_mask=batch.attention_mask,
+        )
+    layer_list = resolve_layers(layers, lens.n_layers)
+    view_masks = vocab_views(vocab, views)
+    target_ids = {name: target_tensor(spec, plan.n_rows) for name, spec in (targets or {}).items()}
+    namer = TokenNamer(vocab, getattr(model, "tokenizer", None)) if token_strings else None
+    if plan.n_rows == 0:
+        return pd.DataFrame()
+    vectors = capture_residuals(model, tokens, plan, layer_list, sites, attention_mask=batch.attention_mask)
+    all_readouts = read_many(
+        lens,
+        vectors,
+        views=view_masks,
+        group_labels=vocab.group_labels,
+        n_groups=len(vocab.group_names),
+        top_k=top_k,
+        targets=target_ids,
+        chunk_size=chunk_size,
+    )
+    return readout_frame(plan.rows, all_readouts, group_names=vocab.group_names, namer=namer)

@@ -1,0 +1,193 @@
+"""The :class:`Lens` interface: read a residual-stream vector as a next-token distribution.
+
+A lens maps a residual vector ``h`` taken at ``(layer, site)`` to logits over the whole vocabulary::
+
+    logits = unembed(final_norm(transform_hidden(h, layer, site)))
+
+``LogitLens`` uses the identity for ``transform_hidden``; ``TunedLens`` adds a learned affine
+translator. Every read-out is computed in float32 whatever the model's dtype, and the final norm
+is the model's own module, applied to each vector afresh (statistics recomputed per vector,
+never a cached scale).
+
+Layer indexing follows TransformerLens: ``layer`` is a block index ``0..n_layers-1`` and ``site`` is
+one of ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"`` (hook ``blocks.{layer}.hook_{site}``).
+``resid_pre`` of block ``l`` is Hugging Face's ``hidden_states[l]``; ``resid_post`` of block ``l``
+is ``hidden_states[l + 1]`` (before the final norm for the last block).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from slm_transformerlens.errors import SLMError
+
+__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "hook_name", "resolve_layers", "stream_index"]
+
+Site = Literal["resid_pre", "resid_mid", "resid_post"]
+#: The residual-stream sites a lens can read.
+SITES: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
+
+
+class LensError(SLMError, ValueError):
+    """A lens was asked for something it cannot do (bad layer or site, wrong model, bad file)."""
+
+
+def check_site(site: str) -> str:
+    """Validate a site name and return it."""
+    if site not in SITES:
+        raise LensError(f"unknown residual site {site!r}; choose one of {list(SITES)}")
+    return site
+
+
+def hook_name(layer: int, site: str) -> str:
+    """The bridge hook name of a residual site, e.g. ``blocks.3.hook_resid_post``."""
+    return f"blocks.{int(layer)}.hook_{check_site(site)}"
+
+
+def stream_index(layer: int, site: str) -> int:
+    """Position in the sequence of residual streams ``hidden_states[0..n_layers]``.
+
+    ``resid_pre`` of block ``l`` is stream ``l``; ``resid_post`` of block ``l`` is stream ``l + 1``.
+    ``resid_mid`` has no stream index (it lies inside a block) and raises.
+    """
+    if site == "resid_pre":
+        return int(layer)
+    if site == "resid_post":
+        return int(layer) + 1
+    raise LensError("resid_mid lies inside a block and has no hidden_states index")
+
+
+def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[int]:
+    """Normalise a layer selection (``None`` = all, negatives count from the end)."""
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        index = int(layer) + n_layers if int(layer) < 0 else int(layer)
+        if not 0 <= index < n_layers:
+            raise LensError(
+                f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})"
+            )
+        out.append(index)
+    return out
+
+
+class Lens(nn.Module, abc.ABC):
+    """Abstract lens over a TransformerLens bridge (``HookedSLM`` or any ``TransformerBridge``).
+
+    Subclasses implement :meth:`transform_hidden`. The model is referenced, not registered as a
+    submodule, so ``state_dict()`` holds only the lens' own parameters.
+
+    The stable entry point is :meth:`logits`::
+
+        lens.logits(resid, layer)                 # resid [..., d_model] from blocks.{layer}.hook_resid_post
+        lens.logits(resid, layer, "resid_pre")    # from blocks.{layer}.hook_resid_pre
+    """
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        object.__setattr__(self, "_model", model)
+        ln_final = getattr(model, "ln_final", None)
+        if not isinstance(ln_final, nn.Module):
+            raise LensError(
+                f"{type(model).__name__} exposes no `ln_final` module, so the final norm cannot be applied "
+                "exactly; a lens needs a TransformerBridge (e.g. slt.load(...)) with a final norm"
+            )
+        self._w_cache: tuple[Any, Tensor] | None = None
+        self._b_cache: tuple[Any, Tensor | None] | None = None
+
+    # ------------------------------------------------------------------ model facts
+    @property
+    def model(self) -> Any:
+        """The bridge this lens reads (not a registered submodule)."""
+        return self._model
+
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks of the model."""
+        return int(self._model.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        """Residual-stream width."""
+        return int(self._model.cfg.d_model)
+
+    @property
+    def d_vocab(self) -> int:
+        """Rows of the unembedding (the extended vocabulary)."""
+        return int(self._model.W_U.shape[1])
+
+    # ------------------------------------------------------------------ pieces
+    @abc.abstractmethod
+    def transform_hidden(
+        self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post"
+    ) -> Float[Tensor, "... d_model"]:
+        """Map a residual vector at ``(layer, site)`` to the final residual space (float32)."""
+
+    def final_norm(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The model's own final norm module applied to float32 vectors, statistics per vector."""
+        x = h.float()
+        lead = x.shape[:-1]
+        flat = x.reshape(1, -1, x.shape[-1])  # norm components expect [batch, pos, d_model]
+        out = self._model.ln_final(flat)
+        return out.float().reshape(*lead, out.shape[-1])
+
+    def unembedding(self) -> tuple[Float[Tensor, "d_vocab d_model"], Float[Tensor, " d_vocab"] | None]:
+        """``(W, b)`` in float32 with ``W`` as ``[d_vocab, d_model]``; ``b`` is ``None`` when all-zero."""
+        w_tl = self._model.W_U  # [d_model, d_vocab], a view of the HF weight
+        key = (w_tl.data_ptr(), w_tl._version, w_tl.dtype, tuple(w_tl.shape))
+        if self._w_cache is None or self._w_cache[0] != key:
+            weight = w_tl.detach().T
+            self._w_cache = (key, weight if weight.dtype == torch.float32 else weight.float())
+        b = getattr(self._model, "b_U", None)
+        bkey = None if b is None else (b.data_ptr(), b._version)
+        if self._b_cache is None or self._b_cache[0] != bkey:
+            bias = None if b is None or not bool(b.detach().any()) else b.detach().float()
+            self._b_cache = (bkey, bias)
+        return self._w_cache[1], self._b_cache[1]
+
+    def unembed(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Normalised vectors -> float32 logits (with the adapter's output transform, e.g. softcap)."""
+        weight, bias = self.unembedding()
+        logits = F.linear(x.float(), weight, bias)
+        transform = getattr(getattr(self._model, "adapter", None), "apply_output_logits_transform", None)
+        return transform(logits).float() if callable(transform) else logits
+
+    def normalized(self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post") -> Tensor:
+        """``final_norm(transform_hidden(h))`` in float32 (what :meth:`unembed` consumes)."""
+        self._check(h, layer, site)
+        return self.final_norm(self.transform_hidden(h.float(), layer, site))
+
+    def logits(
+        self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post"
+    ) -> Float[Tensor, "... d_vocab"]:
+        """Float32 logits over the whole vocabulary for residual vectors read at ``(layer, site)``.
+
+        Args:
+            h: residual vectors of any leading shape, last dim ``d_model`` (any dtype).
+            layer: the block index ``0..n_layers-1`` whose hook they were read at.
+            site: ``"resid_post"`` (default), ``"resid_pre"`` or ``"resid_mid"``.
+        """
+        return self.unembed(self.normalized(h, layer, site))
+
+    def forward(self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post") -> Tensor:
+        """Same as :meth:`logits` (so a lens is callable like tuned-lens' ``lens(h, idx)``)."""
+        return self.logits(h, layer, site)
+
+    def _check(self, h: Tensor, layer: int, site: str) -> None:
+        check_site(site)
+        if not 0 <= int(layer) < self.n_layers:
+            raise LensError(f"layer {layer} is out of range: the model has {self.n_layers} layers")
+        if h.shape[-1] != self.d_model:
+            raise LensError(
+                f"residual vectors must end in d_model={self.d_model}, got shape {tuple(h.shape)}"
+            )

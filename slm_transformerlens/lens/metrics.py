@@ -1,0 +1,239 @@
+"""The paper's metrics over a dataset: implicit transcription and next-word prediction per layer.
+
+For every word span (speech words by default), at its read-out position (default: the last unit) and
+for every layer, :func:`transcription_table` records the rank and probability of the CURRENT word's
+target token and of the NEXT word's, in each vocabulary view (default ``text``: ranks among text
+tokens only, and ``full``), top-k hits, group masses and entropy: one row per
+(utterance, word, layer, site, view). :func:`summarize_transcription` turns it into rates per layer with
+Wilson confidence intervals; :func:`peak_layers` finds where each rate peaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from slm_transformerlens.lens.analysis import as_lens_inputs, readout_frame
+from slm_transformerlens.lens.base import Lens, resolve_layers
+from slm_transformerlens.lens.logit_lens import LogitLens
+from slm_transformerlens.lens.positions import capture_residuals, plan_readouts
+from slm_transformerlens.lens.readout import TokenNamer, read_many, target_tensor, vocab_views
+from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
+
+__all__ = [
+    "peak_layers",
+    "summarize_transcription",
+    "transcription_table",
+    "wilson_interval",
+]
+
+
+def wilson_interval(hits: np.ndarray | int, n: np.ndarray | int, confidence: float = 0.95) -> tuple[Any, Any]:
+    """Wilson score interval of a binomial proportion (vectorised; NaN where ``n == 0``)."""
+    hits_a = np.asarray(hits, dtype=np.float64)
+    n_a = np.asarray(n, dtype=np.float64)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = hits_a / n_a
+        denom = 1 + z**2 / n_a
+        centre = (p + z**2 / (2 * n_a)) / denom
+        half = z * np.sqrt(p * (1 - p) / n_a + z**2 / (4 * n_a**2)) / denom
+        low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    return low, high
+
+
+def _next_words(spans: pd.DataFrame) -> list[str | None]:
+    ordered = spans.sort_values(["utterance", "word_index"])
+    nxt = ordered.groupby("utterance")["word"].shift(-1)
+    return [None if pd.isna(w) else str(w) for w in nxt.reindex(spans.index)]
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def transcription_table(
+    model: Any,
+    dataset: Iterable[Any],
+    *,
+    lens: Lens | None = None,
+    positions: str = "last",
+    modalities: Sequence[str] | None = ("speech",),
+    layers: int | Sequence[int] | None = None,
+    sites: Sequence[str] = ("resid_post",),
+    views: Sequence[str] = ("text", "full"),
+    target_config: TargetConfig | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    top_k: int = 5,
+    chunk_size: int = 128,
+    token_strings: bool = True,
+    progress: bool = True,
+    total: int | None = None,
+) -> pd.DataFrame:
+    """Current-word (transcription) and next-word ranks per word and layer over a dataset.
+
+    Args:
+        model: a ``HookedSLM``.
+        dataset: any iterable of utterances: ``Speech`` / ``Text`` inputs, ``EncodedBatch``-likes,
+            ``(tokens, word_spans)`` pairs or mappings with ``tokens`` and ``word_spans``. An item may hold a
+            batch; rows are numbered ``utterance`` across the whole dataset.
+        lens: ``LogitLens`` (default) or a ``TunedLens``.
+        positions: read-out position per word (``"last"`` unit by default, ``"first"``, ``"every"``, ``"mean"``).
+        modalities: which word spans to analyse (default spoken words only; ``None`` = all).
+        layers, sites, views: what to read (views default: ``text`` ranks among text tokens, and ``full``).
+        target_config: how words become target ids (:class:`TargetConfig`).
+        ks: the top-k hit columns to add (``hit{k}`` / ``next_hit{k}``).
+        top_k: top tokens stored per row (strings in ``top_tokens``).
+        chunk_size: rows per unembedding matmul.
+        token_strings: add readable ``top_tokens``.
+        progress: show a tqdm progress bar.
+        total: the dataset length for the progress bar when it has no ``len``.
+
+    Returns:
+        One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,
+        word, modality, n_members, layer, site, view, target_id, target_token, rank, prob, hit{k}...,
+        next_word, next_target_id, next_rank, next_prob, next_hit{k}..., entropy, mass_{group}...,
+        top_ids, top_probs, top_tokens``. Ranks are ``Int64`` (``<NA>`` when the word has no target in the
+        view, or there is no next word), hits are nullable booleans.
+    """
+    lens = lens if lens is not None else LogitLens(model)
+    vocab = model.speech_vocab
+    resolver = WordTargetResolver(model.tokenizer, target_config)
+    namer = TokenNamer(vocab, model.tokenizer) if token_strings else None
+    layer_list = resolve_layers(layers, lens.n_layers)
+    view_masks = vocab_views(vocab, views)
+    device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
+    if total is None and hasattr(dataset, "__len__"):
+        total = len(dataset)  # type: ignore[arg-type]
+    frames: list[pd.DataFrame] = []
+    utterance_offset = 0
+    for item in tqdm(dataset, total=total, desc="lens: transcription", disable=not progress, unit="utt"):
+        batch = as_lens_inputs(model, item)
+        if batch.word_spans is None:
+            raise ValueError(
+                "every dataset item needs word spans (a word-span table) for the transcription metrics"
+            )
+        tokens = batch.tokens.to(device)
+        spans = batch.word_spans.reset_index(drop=True).copy()
+        spans["next_word"] = _next_words(spans)
+        plan = plan_readouts(
+            tokens, spans, mode=positions, modalities=modalities, attention_mask=batch.attention_mask
+        )
+        if plan.n_rows:
+            key = spans.set_index(["utterance", "word_index"])["next_word"]
+            next_words = [
+                _text_or_none(key.get((int(b), int(w))))
+                for b, w in zip(plan.rows["batch"], plan.rows["word_index"], strict=True)
+            ]
+            current = [resolver(str(w)) for w in plan.rows["word"]]
+            following = [None if w is None else resolver(w) for w in next_words]
+            targets = {
+                "current": target_tensor([list(t.ids) for t in current], plan.n_rows),
+                "next": target_tensor([[] if t is None else list(t.ids) for t in following], plan.n_rows),
+            }
+            vectors = capture_residuals(
+                model, tokens, plan, layer_list, sites, attention_mask=batch.attention_mask
+            )
+            rows = plan.rows.copy()
+            rows.insert(0, "utterance", rows["batch"] + utterance_offset)
+            rows["target_id"] = pd.array([t.first_id for t in current], dtype="Int64")
+            rows["target_token"] = pd.array(
+                [None if t.first_id is None or namer is None else namer(t.first_id) for t in current],
+                dtype="string",
+            )
+            rows["next_word"] = pd.array(next_words, dtype="string")
+            rows["next_target_id"] = pd.array(
+                [None if t is None else t.first_id for t in following], dtype="Int64"
+            )
+            all_readouts = read_many(
+                lens,
+                vectors,
+                views=view_masks,
+                group_labels=vocab.group_labels,
+                n_groups=len(vocab.group_names),
+                top_k=top_k,
+                targets=targets,
+                chunk_size=chunk_size,
+            )
+            frames.append(readout_frame(rows, all_readouts, group_names=vocab.group_names, namer=namer))
+        utterance_offset += int(tokens.shape[0])
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
+    df = df.rename(columns={"rank_current": "rank", "prob_current": "prob"})
+    for prefix, column in (("hit", "rank"), ("next_hit", "rank_next")):
+        for k in ks:
+            df[f"{prefix}{k}"] = (df[column] < int(k)).astype("boolean")
+    df = df.rename(columns={"rank_next": "next_rank", "prob_next": "next_prob"})
+    first = [
+        "utterance",
+        "batch",
+        "position",
+        "word_index",
+        "word",
+        "modality",
+        "n_members",
+        "layer",
+        "site",
+        "view",
+        "target_id",
+        "target_token",
+        "rank",
+        "prob",
+        *[f"hit{k}" for k in ks],
+        "next_word",
+        "next_target_id",
+        "next_rank",
+        "next_prob",
+        *[f"next_hit{k}" for k in ks],
+    ]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def summarize_transcription(
+    table: pd.DataFrame,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    confidence: float = 0.95,
+    by: Sequence[str] = ("site", "view"),
+) -> pd.DataFrame:
+    """Transcription rate and next-word rate per layer with Wilson intervals.
+
+    Returns:
+        One row per (``by``..., layer, metric, k): ``n`` (words with a target), ``hits``, ``rate``,
+        ``ci_low``, ``ci_high``; ``metric`` is ``"transcription"`` or ``"next_word"``.
+    """
+    records = []
+    keys = [*by, "layer"]
+    for metric, column in (("transcription", "rank"), ("next_word", "next_rank")):
+        valid = table[table[column].notna()]
+        for k in ks:
+            hit = (valid[column] < int(k)).astype(np.int64)
+            grouped = hit.groupby([valid[c] for c in keys]).agg(["sum", "count"]).reset_index()
+            grouped = grouped.rename(columns={"sum": "hits", "count": "n"})
+            grouped["metric"] = metric
+            grouped["k"] = np.int64(k)
+            records.append(grouped)
+    if not records:
+        return pd.DataFrame()
+    out = pd.concat(records, ignore_index=True)
+    out["rate"] = out["hits"] / out["n"].where(out["n"] > 0)
+    out["ci_low"], out["ci_high"] = wilson_interval(out["hits"].to_numpy(), out["n"].to_numpy(), confidence)
+    out["confidence"] = float(confidence)
+    return out[[*by, "layer", "metric", "k", "n", "hits", "rate", "ci_low", "ci_high", "confidence"]]
+
+
+def peak_layers(summary: pd.DataFrame, *, by: Sequence[str] = ("site", "view")) -> pd.DataFrame:
+    """The layer where each rate peaks (first layer on ties), per (``by``..., metric, k)."""
+    if summary.empty:
+        return pd.DataFrame()
+    groups = [*by, "metric", "k"]
+    idx = summary.sort_values("layer").groupby(groups)["rate"].idxmax()
+    peaks = summary.loc[idx.dropna().astype(int), [*groups, "layer", "rate", "ci_low", "ci_high", "n"]]
+    return peaks.rename(columns={"layer": "peak_layer", "rate": "peak_rate"}).reset_index(drop=True)

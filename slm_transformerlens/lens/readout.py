@@ -1,0 +1,461 @@
+"""Streamed read-out reductions: from residual vectors to ranks, probabilities, top-k and masses.
+
+:func:`read_vectors` takes ``[rows, d_model]`` residual vectors of one ``(layer, site)``, and for each
+chunk of rows computes the float32 logits over the full vocabulary, reduces them at once (per view:
+entropy, top-k, group masses, target ranks and probabilities) and drops them. Nothing of size
+``rows x d_vocab`` outlives a chunk, so memory grows with ``layers x rows x k``.
+
+Views restrict the softmax to a sub-vocabulary: ``full`` (everything), ``text``, ``speech`` (masks
+from :class:`~slm_transformerlens.vocab.SpeechVocab`) or any boolean mask. Ranks are 0-based and count
+the tokens of the view with a strictly larger logit (0 = arg-max). A target *set* (several ids, e.g.
+case variants or prefix tokens) gets the best rank of its members and the SUM of their probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.vocab import SpeechVocab
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "VIEWS",
+    "TokenNamer",
+    "ViewReadout",
+    "read_many",
+    "read_vectors",
+    "target_tensor",
+    "vocab_views",
+]
+
+#: Built-in vocabulary views.
+VIEWS: tuple[str, ...] = ("full", "text", "speech")
+
+
+def vocab_views(
+    vocab: SpeechVocab, views: Sequence[str] | Mapping[str, Bool[Tensor, " vocab"] | None]
+) -> dict[str, Bool[Tensor, " vocab"] | None]:
+    """Resolve view names to masks (``None`` = full vocabulary).
+
+    ``views`` is a list of names (``"full"``, ``"text"``, ``"speech"`` or any group of ``vocab``) or a
+    mapping ``name -> boolean mask`` for custom views.
+    """
+    if isinstance(views, Mapping):
+        out = {}
+        for name, mask in views.items():
+            if mask is not None and (mask.dtype != torch.bool or mask.shape != (vocab.vocab_size,)):
+                raise LensError(f"view {name!r}: a mask must be a bool tensor of shape [{vocab.vocab_size}]")
+            out[str(name)] = mask
+        return out
+    out = {}
+    for name in views:
+        if name == "full":
+            out[name] = None
+        elif name in vocab.group_names:
+            mask = vocab.group_mask(name)
+            if not bool(mask.any()):
+                raise LensError(f"view {name!r} is empty for this vocabulary")
+            out[name] = mask
+        else:
+            raise LensError(
+                f"unknown view {name!r}; use 'full' or a vocabulary group {list(vocab.group_names)}"
+            )
+    if not out:
+        raise LensError("pass at least one view, e.g. views=('full', 'text')")
+    return out
+
+
+def target_tensor(
+    target: int | Sequence[int] | Sequence[Sequence[int]] | Tensor, n_rows: int
+) -> Int[Tensor, "rows m"]:
+    """A target spec as a ``[rows, m]`` id tensor padded with -1.
+
+    An int or a flat list is a target set shared by all rows; a list of lists (one per row) or a
+    2-D tensor gives each row its own set (-1 = padding / no target).
+    """
+    if isinstance(target, Tensor):
+        t = target.to(torch.long)
+        if t.ndim <= 1:
+            return t.reshape(1, -1).expand(n_rows, -1)
+        if t.shape[0] != n_rows:
+            raise LensError(f"a per-row target tensor needs {n_rows} rows, got shape {tuple(t.shape)}")
+        return t
+    if isinstance(target, int):
+        return torch.full((n_rows, 1), int(target), dtype=torch.long)
+    items = list(target)
+    if items and not isinstance(items[0], int) and hasattr(items[0], "__len__"):
+        if len(items) != n_rows:
+            raise LensError(f"per-row targets need {n_rows} rows, got {len(items)}")
+        width = max(1, max(len(row) for row in items))
+        out = torch.full((n_rows, width), -1, dtype=torch.long)
+        for i, row in enumerate(items):
+            if len(row):
+                out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
+        return out
+    return torch.as_tensor(items, dtype=torch.long).reshape(1, -1).expand(n_rows, -1)
+
+
+@dataclass
+class ViewReadout:
+    """Reductions of one view for a set of rows.
+
+    Attributes:
+        entropy: [rows] entropy (nats) of the view's softmax.
+        top_ids / top_probs: [rows, k] the view's top-k ids and their probabilities.
+        masses: [rows, groups] probability mass per vocabulary group (order of ``group_names``).
+        ranks: per target name, [rows] best rank of the set in the view (-1 = no target in the view).
+        probs: per target name, [rows] summed probability of the set (NaN = no target in the view).
+    """
+
+    entropy: Float[Tensor, " rows"]
+    top_ids: Int[Tensor, "rows k"]
+    top_probs: Float[Tensor, "rows k"]
+    masses: Float[Tensor, "rows groups"]
+    ranks: dict[str, Int[Tensor, " rows"]]
+    probs: dict[str, Float[Tensor, " rows"]]
+
+
+def read_many(
+    lens: Lens,
+    vectors: Mapping[tuple[int, str], Float[Tensor, "rows d_model"]],
+    *,
+    views: Mapping[str, Bool[Tensor, " vocab"] | None],
+    group_labels: Int[Tensor, " vocab"],
+    n_groups: int,
+    top_k: int = 10,
+    targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
+    chunk_size: int = 128,
+) -> dict[tuple[int, str], dict[str, ViewReadout]]:
+    """:func:`read_vectors` for many ``(layer, site)`` at once, sharing the unembedding matmuls.
+
+    Each key's vectors are transformed and normalised (cheap, per layer), then the rows of ALL keys are
+    unembedded together in chunks of ``chunk_size`` (larger matmuls run faster) and reduced at once.
+    Every key must have the same rows (``targets`` apply to each of them).
+    """
+    keys = list(vectors)
+    if not keys:
+        return {}
+    n_rows = int(vectors[keys[0]].shape[0])
+    if any(int(v.shape[0]) != n_rows for v in vectors.values()):
+        raise LensError("read_many needs the same number of rows for every (layer, site)")
+    with torch.no_grad():
+        normed = torch.cat([lens.normalized(vectors[key], *key) for key in keys])
+    repeated = {name: torch.cat([t] * len(keys)) for name, t in (targets or {}).items()}
+    merged = read_vectors(
+        lens,
+        normed,
+        None,
+        views=views,
+        group_labels=group_labels,
+        n_groups=n_groups,
+        top_k=top_k,
+        targets=repeated,
+        chunk_size=chunk_size,
+    )
+    out: dict[tuple[int, str], dict[str, ViewReadout]] = {}
+    for i, key in enumerate(keys):
+        rows = slice(i * n_rows, (i + 1) * n_rows)
+        out[key] = {
+            view: ViewReadout(
+                entropy=r.entropy[rows],
+                top_ids=r.top_ids[rows],
+                top_probs=r.top_probs[rows],
+                masses=r.masses[rows],
+                ranks={t: v[rows] for t, v in r.ranks.items()},
+                probs={t: v[rows] for t, v in r.probs.items()},
+            )
+            for view, r in merged.items()
+        }
+    return out
+
+
+#: Above this many contiguous vocabulary segments (views x groups), reductions fall back to masking.
+MAX_SEGMENTS = 64
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """The vocabulary cut into contiguous runs of ids with the same group and the same view membership."""
+
+    bounds: list[tuple[int, int]]
+    group: Int[Tensor, " segments"]
+    in_view: dict[str, list[int]]  # view -> segment indices
+
+
+def _segments(
+    masks: Mapping[str, Bool[Tensor, " vocab"] | None], group_labels: Int[Tensor, " vocab"]
+) -> _Segments | None:
+    key = group_labels.to(torch.long).cpu() * (1 << len(masks))
+    for bit, mask in enumerate(masks.values()):
+        if mask is not None:
+            key = key + (mask.cpu().to(torch.long) << bit)
+    cuts = (torch.nonzero(key[1:] != key[:-1]).flatten() + 1).tolist()
+    edges = [0, *cuts, int(key.shape[0])]
+    if len(edges) - 1 > MAX_SEGMENTS:
+        return None
+    bounds = list(pairwise(edges))
+    in_view = {
+        name: [i for i, (a, _) in enumerate(bounds) if mask is None or bool(mask[a])]
+        for name, mask in masks.items()
+    }
+    return _Segments(bounds, group_labels.cpu()[[a for a, _ in bounds]].to(torch.long), in_view)
+
+
+def _reduce_segments(
+    logits: Float[Tensor, "c vocab"],
+    segments: _Segments,
+    *,
+    k: int,
+    n_groups: int,
+    targets: Mapping[str, Int[Tensor, "c m"]],
+    membership: Mapping[str, Bool[Tensor, " vocab"] | None],
+) -> dict[str, dict[str, Tensor]]:
+    """All views' reductions from per-segment statistics: about 5 + (target columns) passes over the logits.
+
+    Per segment ``s``: max ``m_s``, ``S_s = sum exp(l - m_s)``, ``D_s = sum exp(l - m_s) * l``, top-k and,
+    per target column, the count of logits above the target's. A view (a union of segments) combines
+    them exactly: ``log Z = m + log sum_s S_s e^{m_s - m}``, entropy ``= log Z - sum_s D_s e^{m_s - m} / Z``.
+    """
+    c, device = logits.shape[0], logits.device
+    columns = {name: t.shape[1] for name, t in targets.items()}
+    all_ids = torch.cat([t.clamp(min=0) for t in targets.values()], 1) if targets else None
+    t_logits = None if all_ids is None else torch.gather(logits, 1, all_ids)  # [c, T]
+    widest = max(b - a for a, b in segments.bounds)
+    scratch = torch.empty(c, widest, device=device, dtype=logits.dtype)
+    n = len(segments.bounds)
+    seg_max = torch.empty(n, c, device=device)
+    seg_sum = torch.empty(n, c, device=device)
+    seg_dot = torch.empty(n, c, device=device)
+    seg_top_vals, seg_top_ids, seg_counts = [], [], []
+    for i, (a, b) in enumerate(segments.bounds):
+        x = logits[:, a:b]
+        m = x.amax(-1)
+        e = torch.sub(x, m.unsqueeze(-1), out=scratch[:, : b - a]).exp_()
+        seg_max[i], seg_sum[i] = m, e.sum(-1)
+        seg_dot[i] = torch.linalg.vecdot(e, x)
+        top = torch.topk(x, min(k, b - a), dim=-1)
+        seg_top_vals.append(top.values)
+        seg_top_ids.append(top.indices + a)
+        if t_logits is not None:
+            # 0/1 floats summed (exact below 2**24 ids): several times faster than summing a bool tensor
+            above = [
+                torch.gt(x, t_logits[:, j : j + 1], out=scratch[:, : b - a]).sum(-1)
+                for j in range(t_logits.shape[1])
+            ]
+            seg_counts.append(torch.stack(above, -1).to(torch.long))  # [c, T]
+    counts = torch.stack(seg_counts) if seg_counts else None  # [n, c, T]
+    out: dict[str, dict[str, Tensor]] = {}
+    for view, idx in segments.in_view.items():
+        sel = torch.as_tensor(idx, device=device)
+        m_v = seg_max[sel].amax(0)  # [c]
+        scale = torch.exp(seg_max[sel] - m_v)  # [s, c]
+        weights = seg_sum[sel] * scale  # per segment, un-normalised mass
+        z = weights.sum(0)
+        log_z = m_v + z.log()
+        entropy = log_z - (seg_dot[sel] * scale).sum(0) / z
+        masses = torch.zeros(c, n_groups, device=device)
+        masses.index_add_(1, segments.group[idx].to(device), (weights / z).T.contiguous())
+        vals = torch.cat([seg_top_vals[i] for i in idx], 1)
+        ids = torch.cat([seg_top_ids[i] for i in idx], 1)
+        kk = min(k, vals.shape[1])
+        top = torch.topk(vals, kk, dim=-1)
+        result = {
+            "entropy": entropy,
+            "top_ids": torch.gather(ids, 1, top.indices),
+            "top_probs": (top.values - log_z.unsqueeze(-1)).exp(),
+            "masses": masses,
+        }
+        offset = 0
+        mask = membership[view]
+        for name, t in targets.items():
+            cols = slice(offset, offset + columns[name])
+            offset += columns[name]
+            valid = t >= 0
+            if mask is not None:
+                valid = valid & mask.to(device)[t.clamp(min=0)]
+            assert counts is not None and t_logits is not None
+            view_counts = counts[sel][:, :, cols].sum(0)  # [c, m]
+            big = torch.iinfo(torch.long).max
+            best = torch.where(valid, view_counts, torch.full_like(view_counts, big)).amin(-1)
+            any_valid = valid.any(-1)
+            result[f"r:{name}"] = torch.where(any_valid, best, torch.full_like(best, -1))
+            prob = torch.where(valid, (t_logits[:, cols] - log_z.unsqueeze(-1)).exp(), torch.zeros(()))
+            prob = prob.sum(-1)
+            result[f"p:{name}"] = torch.where(any_valid, prob, torch.full_like(prob, float("nan")))
+        out[view] = result
+    return out
+
+
+def _reduce_masked(
+    logits: Float[Tensor, "c vocab"],
+    *,
+    k: int,
+    onehot: Float[Tensor, "vocab groups"],
+    targets: Mapping[str, Int[Tensor, "c m"]],
+    masks: Mapping[str, Bool[Tensor, " vocab"] | None],
+) -> dict[str, dict[str, Tensor]]:
+    """The same reductions by masking each view (for views scattered over many vocabulary segments)."""
+    c, device = logits.shape[0], logits.device
+    out: dict[str, dict[str, Tensor]] = {}
+    for view, mask in masks.items():
+        view_logits = logits if mask is None else logits.masked_fill(~mask, float("-inf"))
+        log_z = torch.logsumexp(view_logits, dim=-1, keepdim=True)
+        log_p = view_logits - log_z
+        p = log_p.exp()
+        kk = k if mask is None else max(1, min(k, int(mask.sum())))
+        top = torch.topk(view_logits, kk, dim=-1)
+        result = {
+            "entropy": -torch.where(p > 0, p * log_p, torch.zeros((), device=device)).sum(-1),
+            "top_ids": top.indices,
+            "top_probs": (top.values - log_z).exp(),
+            "masses": p @ onehot,
+        }
+        for name, ids in targets.items():
+            gathered = torch.gather(view_logits, 1, ids.clamp(min=0))  # [c, m]
+            valid = (ids >= 0) & torch.isfinite(gathered)
+            counts = (view_logits.unsqueeze(1) > gathered.unsqueeze(-1)).sum(-1)  # [c, m]
+            big = torch.iinfo(torch.long).max
+            best = torch.where(valid, counts, torch.full_like(counts, big)).amin(-1)
+            any_valid = valid.any(-1)
+            result[f"r:{name}"] = torch.where(any_valid, best, torch.full((c,), -1, device=device))
+            prob = torch.where(valid, (gathered - log_z).exp(), torch.zeros((), device=device)).sum(-1)
+            result[f"p:{name}"] = torch.where(any_valid, prob, torch.full_like(prob, float("nan")))
+        out[view] = result
+    return out
+
+
+def read_vectors(
+    lens: Lens,
+    vectors: Float[Tensor, "rows d_model"],
+    layer: int | None,
+    site: str = "resid_post",
+    *,
+    views: Mapping[str, Bool[Tensor, " vocab"] | None],
+    group_labels: Int[Tensor, " vocab"],
+    n_groups: int,
+    top_k: int = 10,
+    targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
+    chunk_size: int = 128,
+) -> dict[str, ViewReadout]:
+    """Stream residual vectors through a lens and reduce each chunk at once.
+
+    The logits of a chunk are computed once and shared by all views: the vocabulary is cut into
+    contiguous segments (one per run of ids with the same group and view membership), each segment is
+    reduced once (max, sum of exponentials, top-k, counts above each target) and every view combines
+    its segments exactly. Views scattered over more than :data:`MAX_SEGMENTS` segments are reduced by
+    masking instead (same results, slower).
+
+    Args:
+        lens: a :class:`Lens` (logit or tuned).
+        vectors: ``[rows, d_model]`` residual vectors read at ``(layer, site)``; with ``layer=None`` they
+            are taken as already normalised (``lens.normalized``) and only unembedded.
+        views: ``name -> mask`` (``None`` = full vocabulary), see :func:`vocab_views`.
+        group_labels: ``[d_vocab]`` group code per id (``SpeechVocab.group_labels``).
+        n_groups: number of groups.
+        top_k: how many top tokens to keep per view.
+        targets: ``name -> [rows, m]`` target id sets padded with -1 (see :func:`target_tensor`).
+        chunk_size: rows per unembedding matmul; peak extra memory is about ``chunk_size x d_vocab x 12``
+            bytes.
+
+    Returns:
+        ``{view: ViewReadout}`` on the CPU.
+    """
+    if chunk_size < 1:
+        raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
+    targets = dict(targets or {})
+    n_rows = int(vectors.shape[0])
+    d_vocab = lens.d_vocab
+    if group_labels.shape != (d_vocab,):
+        raise LensError(
+            f"the vocabulary has {group_labels.shape[0]} ids but the unembedding has {d_vocab} rows; "
+            "this SpeechVocab belongs to another model"
+        )
+    weight, _ = lens.unembedding()
+    device = weight.device
+    masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
+    segments = _segments(masks, group_labels)
+    onehot = None
+    if segments is None:
+        onehot = torch.zeros(d_vocab, n_groups, device=device, dtype=torch.float32)
+        onehot[torch.arange(d_vocab, device=device), group_labels.to(device)] = 1.0
+    k = max(1, min(int(top_k), d_vocab))
+    parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
+    for start in range(0, n_rows, chunk_size):
+        h = vectors[start : start + chunk_size].to(device)
+        with torch.no_grad():
+            logits = lens.unembed(h) if layer is None else lens.logits(h, layer, site)  # [c, V] float32
+            chunk_targets = {
+                name: t[start : start + logits.shape[0]].to(device) for name, t in targets.items()
+            }
+            if segments is not None:
+                reduced = _reduce_segments(
+                    logits, segments, k=k, n_groups=n_groups, targets=chunk_targets, membership=masks
+                )
+            else:
+                assert onehot is not None
+                reduced = _reduce_masked(logits, k=k, onehot=onehot, targets=chunk_targets, masks=masks)
+        for view, result in reduced.items():
+            for key, value in result.items():
+                parts[view].setdefault(key, []).append(value.cpu())
+    out = {}
+    for view, store in parts.items():
+
+        def cat(key: str, store: dict[str, list[Tensor]] = store) -> Tensor:
+            return torch.cat(store[key]) if store.get(key) else torch.zeros(0)
+
+        out[view] = ViewReadout(
+            entropy=cat("entropy"),
+            top_ids=cat("top_ids").long().reshape(n_rows, -1),
+            top_probs=cat("top_probs").reshape(n_rows, -1),
+            masses=cat("masses").reshape(n_rows, n_groups),
+            ranks={t: cat(f"r:{t}").long() for t in targets},
+            probs={t: cat(f"p:{t}") for t in targets},
+        )
+    return out
+
+
+class TokenNamer:
+    """Readable strings for token ids: units as their token (``<Un17>``), text decoded, others raw."""
+
+    def __init__(self, vocab: SpeechVocab, tokenizer: Any) -> None:
+        self.vocab = vocab
+        self.tokenizer = tokenizer
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        token_id = int(token_id)
+        name = self._cache.get(token_id)
+        if name is None:
+            name = self._name(token_id)
+            self._cache[token_id] = name
+        return name
+
+    def many(self, ids: Sequence[int]) -> list[str]:
+        """Names of several ids."""
+        return [self(i) for i in ids]
+
+    def _name(self, token_id: int) -> str:
+        group = self.vocab.group_of(token_id)
+        if group == "speech":
+            return self.vocab.unit_token(self.vocab.unit_of(token_id) or 0)
+        if group == "padding":
+            return f"<pad_row_{token_id}>"
+        if group != "text" or self.tokenizer is None:
+            if self.tokenizer is not None:
+                token = self.tokenizer.convert_ids_to_tokens(token_id)
+                if token is not None:
+                    return str(token)
+            return f"<id_{token_id}>"
+        text = str(self.tokenizer.decode([token_id]))
+        if "\ufffd" in text or not text:  # a lone byte token: show the piece, e.g. <0xE2>
+            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            return str(token) if token is not None else text
+        return text
