@@ -1,0 +1,53 @@
+"""Word-aligned activation patching for speech LMs, on TransformerLens' standard hook points.
+
+Pair a clean and a corrupted utterance whose words differ (spoken, written, or a spoken word replaced by
+another of a different length), align their positions through the word-span tables
+(:class:`PatchPair`), and sweep layers x aligned positions (x heads) in batched forwards
+(:func:`activation_patch_sweep`) or screen the same sweep with attribution patching
+(:func:`attribution_patch_sweep`). Results are tidy DataFrames; :func:`patching_heatmap` draws them.
+"""
+
+from slm_transformerlens.patching.alignment import (
+    SPAN_MODES,
+    Direction,
+    PatchingError,
+    PatchPair,
+    Slot,
+    SpanMode,
+)
+from slm_transformerlens.patching.attribution import attribution_patch_sweep
+from slm_transformerlens.patching.components import COMPONENTS, Component
+from slm_transformerlens.patching.metrics import (
+    FinalNormLens,
+    LensLike,
+    LensMetric,
+    LogitDiff,
+    PatchMetric,
+    TokenLogProb,
+    text_token_id,
+)
+from slm_transformerlens.patching.plot import patching_heatmap
+from slm_transformerlens.patching.sweep import PatchJob, SweepResult, activation_patch_sweep
+
+__all__ = [
+    "COMPONENTS",
+    "SPAN_MODES",
+    "Component",
+    "Direction",
+    "FinalNormLens",
+    "LensLike",
+    "LensMetric",
+    "LogitDiff",
+    "PatchJob",
+    "PatchMetric",
+    "PatchPair",
+    "PatchingError",
+    "Slot",
+    "SpanMode",
+    "SweepResult",
+    "TokenLogProb",
+    "activation_patch_sweep",
+    "attribution_patch_sweep",
+    "patching_heatmap",
+    "text_token_id",
+]
