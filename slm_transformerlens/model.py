@@ -24,7 +24,7 @@ from slm_transformerlens.vocab import SpeechVocab
 if TYPE_CHECKING:
     from slm_transformerlens.speech.interleave import EncodedBatch
 
-__all__ = ["HookedSLM", "bridge_from_checkpoint", "load"]
+__all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load"]
 
 
 class HookedSLM(TransformerBridge):
@@ -64,14 +64,14 @@ class HookedSLM(TransformerBridge):
             pad_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else None,
         )
 
-    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:  # noqa: A002
+    def to_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Int[Tensor, "batch pos"]:
         """Tokens of a string (as TransformerLens does) or of ``Speech`` / ``Text`` inputs."""
         if _is_speech_input(input):
             tokens = self.encode(input).tokens
             return tokens.to(self.cfg.device) if kwargs.get("move_to_device", True) else tokens
         return super().to_tokens(input, *args, **kwargs)
 
-    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:
         """TransformerBridge's forward, also accepting ``Speech`` / ``Text`` inputs."""
         if _is_speech_input(input):
             encoded = self.encode(input)
@@ -115,7 +115,13 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     """
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
-    from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
+
+    try:
+        from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
+    except ImportError:  # transformer-lens 3.x: no driver layer, the bridge is built the 3.x way
+        from slm_transformerlens.legacy import bridge_from_checkpoint_tl3
+
+        return bridge_from_checkpoint_tl3(loaded)  # type: ignore[return-value]
 
     model = loaded.hf_model
     parameter = next(model.parameters())
@@ -128,7 +134,11 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     adapter.prepare_model(model)
     tokenizer = _configure_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
     driver = TransformersDriver(model, adapter, tokenizer)
-    bridge = HookedSLM(model, adapter, tokenizer, driver=driver)
+    return attach_checkpoint(HookedSLM(model, adapter, tokenizer, driver=driver), loaded)
+
+
+def attach_checkpoint(bridge: Any, loaded: LoadedCheckpoint) -> Any:
+    """Give a freshly built bridge its ``speech_vocab`` and checkpoint facts, and put it in eval mode."""
     bridge.__dict__["speech_vocab"] = loaded.speech_vocab
     bridge.__dict__["checkpoint_family"] = loaded.family
     bridge.__dict__["checkpoint_path"] = loaded.path
