@@ -1,7 +1,10 @@
 """slm_transformerlens: TransformerLens for interleaved speech-text language models.
 
 Load a speech LM checkpoint (SIMS, SpiritLM or any HF causal LM with unit tokens) as a
-TransformerLens ``TransformerBridge`` that knows which ids are text and which are speech.
+TransformerLens ``TransformerBridge`` that knows which ids are text and which are speech, feed it
+``Speech`` / ``Text`` utterances, and analyse it with :mod:`slm_transformerlens.lens` (logit lens,
+tuned lens, the paper's transcription metrics) and :mod:`slm_transformerlens.patching`
+(word-aligned activation patching).
 """
 
 from slm_transformerlens.errors import (
@@ -13,6 +16,7 @@ from slm_transformerlens.errors import (
     VocabularyError,
 )
 from slm_transformerlens.model import HookedSLM, load
+from slm_transformerlens.speech.inputs import Speech, Text
 from slm_transformerlens.vocab import SpeechVocab, TokenRange
 
 __version__ = "0.1.0"
@@ -22,8 +26,10 @@ __all__ = [
     "HookedSLM",
     "MissingCheckpointFileError",
     "SLMError",
+    "Speech",
     "SpeechInputError",
     "SpeechVocab",
+    "Text",
     "TokenRange",
     "UnsupportedArchitectureError",
     "VocabularyError",

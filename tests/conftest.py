@@ -8,19 +8,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from slm_transformerlens import testing  # noqa: E402
+from slm_transformerlens import testing
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 #: name -> (builder, kwargs, load kwargs factory)
 LAYOUTS: dict[str, dict] = {
     "sims-qwen2-tied": {"kind": "sims", "base": "qwen2", "tie": True, "shards": 1},
-    "sims-qwen2-untied-sharded": {"kind": "sims", "base": "qwen2", "tie": False, "shards": 3, "padding_rows": 64},
+    "sims-qwen2-untied-sharded": {
+        "kind": "sims",
+        "base": "qwen2",
+        "tie": False,
+        "shards": 3,
+        "padding_rows": 64,
+    },
     "sims-llama3-tied": {"kind": "sims", "base": "llama3", "tie": True, "shards": 1},
     "sims-llama3-untied-sharded": {"kind": "sims", "base": "llama3", "tie": False, "shards": 2},
     "spiritlm-base-bin": {"kind": "spiritlm", "expressive": False, "weights": "bin"},

@@ -30,7 +30,9 @@ def test_inspect_counts_parameters_like_the_model(checkpoint_factory, capsys) ->
 
     for layout in ("spiritlm-expressive-safetensors", "spiritlm-base-bin", "sims-llama3-tied"):
         path, kwargs = checkpoint_factory(layout)
-        args = ["inspect", str(path), "--json"] + (["--tokenizer", str(kwargs["tokenizer"])] if kwargs else [])
+        args = ["inspect", str(path), "--json"] + (
+            ["--tokenizer", str(kwargs["tokenizer"])] if kwargs else []
+        )
         assert main(args) == 0
         description = json.loads(capsys.readouterr().out)
         model = slt.load(path, progress=False, **kwargs)
@@ -41,7 +43,15 @@ def test_inspect_text_names_every_group(checkpoint_factory, capsys) -> None:
     path, _ = checkpoint_factory("spiritlm-expressive-safetensors")
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    for needle in ("family         spiritlm", "LlamaForCausalLM", "[Hu{}]", "[Text]", "pitch", "style", "padding rows"):
+    for needle in (
+        "family         spiritlm",
+        "LlamaForCausalLM",
+        "[Hu{}]",
+        "[Text]",
+        "pitch",
+        "style",
+        "padding rows",
+    ):
         assert needle in out
 
 

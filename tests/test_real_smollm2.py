@@ -28,7 +28,9 @@ def check_parity(model: slt.HookedSLM, reference: torch.nn.Module) -> None:
     lens = cache.accumulated_resid(apply_ln=True)[-1] @ model.W_U
     assert (lens.log_softmax(-1) - got).abs().max().item() <= TOLERANCE
     # real weights: the text part still behaves like a language model
-    prompt = model.tokenizer(" The capital of France is", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    prompt = model.tokenizer(" The capital of France is", add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ]
     with torch.no_grad():
         top = model(prompt)[0, -1].argmax().item()
     assert model.tokenizer.decode([top]).strip() == "Paris"

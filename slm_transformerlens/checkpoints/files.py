@@ -19,9 +19,22 @@ from torch import Tensor
 
 from slm_transformerlens.errors import CheckpointError, MissingCheckpointFileError
 
-__all__ = ["WeightFiles", "find_weight_files", "iter_checkpoint_tensors", "peek_tensor_shape", "read_json", "scan_weights"]
+__all__ = [
+    "WeightFiles",
+    "find_weight_files",
+    "iter_checkpoint_tensors",
+    "peek_tensor_shape",
+    "read_json",
+    "scan_weights",
+]
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64"}
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+}
 _SHARD_NAME = re.compile(r"^(model|pytorch_model)-(\d+)-of-(\d+)\.(safetensors|bin)$")
 
 
@@ -161,7 +174,9 @@ def peek_tensor_shape(weights: WeightFiles, key: str) -> tuple[int, ...] | None:
     return None
 
 
-def scan_weights(weights: WeightFiles, rename: Callable[[str], str | None] = lambda key: key) -> dict[str, Any]:
+def scan_weights(
+    weights: WeightFiles, rename: Callable[[str], str | None] = lambda key: key
+) -> dict[str, Any]:
     """Parameter count and stored dtypes, read from the file headers (safetensors) or an mmap (bin).
 
     Tied output embeddings that a checkpoint stores twice are counted once, as in the model.
@@ -175,10 +190,15 @@ def scan_weights(weights: WeightFiles, rename: Callable[[str], str | None] = lam
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                     tensor_slice = handle.get_slice(key)
                     stored = str(tensor_slice.get_dtype()).upper()
-                    shapes[key] = (tuple(tensor_slice.get_shape()), _SAFETENSORS_DTYPES.get(stored, stored.lower()))
+                    shapes[key] = (
+                        tuple(tensor_slice.get_shape()),
+                        _SAFETENSORS_DTYPES.get(stored, stored.lower()),
+                    )
     else:
         for _, tensors in iter_checkpoint_tensors(weights):
-            shapes.update({k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in tensors.items()})
+            shapes.update(
+                {k: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for k, t in tensors.items()}
+            )
     n_params = 0
     dtypes: dict[str, int] = {}
     for key, (shape, dtype) in shapes.items():

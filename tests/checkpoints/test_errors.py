@@ -35,9 +35,9 @@ def test_missing_directory(tmp_path: Path) -> None:
 def test_missing_config(checkpoint_factory, tmp_path: Path) -> None:
     path, kwargs = copy_of(checkpoint_factory, "spiritlm-base-bin", tmp_path)
     (path / "config.json").unlink()
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         slt.load(path, progress=False, **kwargs)
-    with pytest.raises(MissingCheckpointFileError, match="config.json"):
+    with pytest.raises(MissingCheckpointFileError, match=r"config\.json"):
         slt.load(path, family="spiritlm", progress=False, **kwargs)
 
 
@@ -65,7 +65,7 @@ def test_extra_shard(checkpoint_factory, tmp_path: Path) -> None:
 def test_shards_without_index(checkpoint_factory, tmp_path: Path) -> None:
     path, kwargs = copy_of(checkpoint_factory, "sims-llama3-untied-sharded", tmp_path)
     (path / "model.safetensors.index.json").unlink()
-    with pytest.raises(MissingCheckpointFileError, match="no model.safetensors.index.json"):
+    with pytest.raises(MissingCheckpointFileError, match=r"no model\.safetensors\.index\.json"):
         slt.load(path, progress=False, **kwargs)
 
 
@@ -83,7 +83,7 @@ def test_shape_mismatch(checkpoint_factory, tmp_path: Path) -> None:
     config = json.loads((path / "config.json").read_text())
     config["base_config"]["intermediate_size"] = 96
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="config.json and the weights disagree"):
+    with pytest.raises(CheckpointError, match=r"config\.json and the weights disagree"):
         slt.load(path, progress=False, **kwargs)
 
 

@@ -21,7 +21,9 @@ def reference_hf_model(path: Path) -> torch.nn.Module:
     """The same checkpoint loaded with plain Hugging Face code, independently of ours."""
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") != "speech_language_model":
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="eager").eval()
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation="eager"
+        ).eval()
     base = dict(config["base_config"])
     hf_config = AutoConfig.for_model(base.pop("model_type"), **base)
     hf_config.tie_word_embeddings = config["tie_word_embeddings"]
@@ -41,7 +43,22 @@ def interleaved_ids(model: slt.HookedSLM, n_tokens: int = 240, seed: int = 0) ->
     vocab = model.speech_vocab
     generator = torch.Generator().manual_seed(seed)
     ids: list[int] = [] if vocab.bos_token_id is None else [vocab.bos_token_id]
-    words = " once upon a time there was a little girl who lived in a village".split(" ")[1:]
+    words = [
+        "once",
+        "upon",
+        "a",
+        "time",
+        "there",
+        "was",
+        "a",
+        "little",
+        "girl",
+        "who",
+        "lived",
+        "in",
+        "a",
+        "village",
+    ]
     while len(ids) < n_tokens:
         if vocab.markers:
             ids.append(vocab.markers["text"])
@@ -49,7 +66,9 @@ def interleaved_ids(model: slt.HookedSLM, n_tokens: int = 240, seed: int = 0) ->
             ids += model.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
         if vocab.markers:
             ids.append(vocab.markers["speech"])
-        units = torch.randint(0, vocab.n_units, (int(torch.randint(3, 12, (1,), generator=generator)),), generator=generator)
+        units = torch.randint(
+            0, vocab.n_units, (int(torch.randint(3, 12, (1,), generator=generator)),), generator=generator
+        )
         ids += vocab.unit_token_ids(units).tolist()
     return torch.tensor([ids[:n_tokens]])
 
@@ -98,7 +117,9 @@ def test_llama3_rope_and_bos(checkpoint_factory) -> None:
     model = slt.load(path, progress=False, **load_kwargs)
     assert model.cfg.rotary_base == 500_000.0  # TransformerLens leaves 10000 without our fix
     assert model.speech_vocab.bos_token_id == model.tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
-    qwen = slt.load(*checkpoint_factory("sims-qwen2-tied")[:1], progress=False, **checkpoint_factory("sims-qwen2-tied")[1])
+    qwen = slt.load(
+        *checkpoint_factory("sims-qwen2-tied")[:1], progress=False, **checkpoint_factory("sims-qwen2-tied")[1]
+    )
     assert qwen.speech_vocab.bos_token_id is None
     assert qwen.cfg.rotary_base == 1_000_000.0
 

@@ -1,0 +1,133 @@
+"""Read a speech dataset from files for ``slm-lens analyze``: WAVs with word alignments, or unit files.
+
+A WAV file needs an alignment beside it with the same stem (``utt.json`` in slamkit's
+``aligned_text`` format, or ``utt.TextGrid`` from the Montreal Forced Aligner), a HuBERT directory and
+a quantizer. A ``.json`` unit file holds ``units`` (de-duplicated unit ids), optional ``durations``
+(run lengths in frames), ``aligned_text`` (``[[word, start_s, end_s], ...]``) and optional
+``frame_duration`` (default 0.04 s, 25 Hz).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from slm_transformerlens.errors import SpeechInputError
+from slm_transformerlens.speech.alignment import read_alignment
+from slm_transformerlens.speech.audio import read_wav
+from slm_transformerlens.speech.features import HubertFeatureExtractor
+from slm_transformerlens.speech.inputs import Speech
+from slm_transformerlens.speech.plans import interleave
+from slm_transformerlens.speech.quantizers import load_quantizer
+from slm_transformerlens.speech.tokenizer import SpeechTokenizer
+from slm_transformerlens.speech.units import FRAME_DURATION_25HZ
+from slm_transformerlens.vocab import SpeechVocab
+
+__all__ = ["PLANS", "alignment_for", "load_speech_dataset", "read_unit_file"]
+
+#: The interleaving plans ``slm-lens analyze --plan`` accepts.
+PLANS = ("speech", "text", "alternate", "poisson")
+
+
+def alignment_for(wav: Path) -> Path:
+    """The alignment file beside a WAV: ``{stem}.json`` or ``{stem}.TextGrid``."""
+    for suffix in (".json", ".TextGrid", ".textgrid"):
+        candidate = wav.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    raise SpeechInputError(
+        f"no word alignment for {wav}: put {wav.with_suffix('.json').name} (slamkit aligned_text) or "
+        f"{wav.with_suffix('.TextGrid').name} (Montreal Forced Aligner) beside it"
+    )
+
+
+def read_unit_file(path: str | Path) -> Speech:
+    """A :class:`Speech` from a JSON file with ``units``, ``durations``, ``aligned_text``."""
+    path = Path(path)
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or "units" not in data:
+        raise SpeechInputError(
+            f"{path} is not a unit file: expected a JSON object with 'units' (and 'durations', 'aligned_text'); "
+            "for audio pass the .wav file"
+        )
+    if "aligned_text" not in data:
+        raise SpeechInputError(
+            f"{path} has no 'aligned_text' word alignment; the lens report needs word spans"
+        )
+    return Speech(
+        units=data["units"],
+        durations=data.get("durations"),
+        words=[tuple(w) for w in data["aligned_text"]],
+        frame_duration=float(data.get("frame_duration", FRAME_DURATION_25HZ)),
+    )
+
+
+def _plan(name: str, n_words: int) -> Any:
+    if name not in PLANS:
+        raise ValueError(f"unknown plan {name!r}; choose one of {list(PLANS)}")
+    return [i % 2 == 1 for i in range(n_words)] if name == "alternate" else name
+
+
+def load_speech_dataset(
+    paths: Sequence[str | Path],
+    vocab: SpeechVocab,
+    *,
+    hubert: str | Path | None = None,
+    layer: int = 11,
+    quantizer: str | Path | None = None,
+    trust_pickle: bool = False,
+    plan: str = "speech",
+    seed: int = 0,
+    resample: bool = True,
+    progress: bool = True,
+) -> list[list[Any]]:
+    """Read WAV files (with alignments) or unit files into interleaved utterances.
+
+    Args:
+        paths: ``.wav`` files (alignment beside each) or ``.json`` unit files.
+        vocab: the model's vocabulary (units are checked against its unit range).
+        hubert, layer, quantizer, trust_pickle: the speech tokenizer for WAV input.
+        plan: ``"speech"`` (all words spoken), ``"text"``, ``"alternate"`` (every other word spoken) or
+            ``"poisson"`` (slamkit-style spans, seeded).
+        resample: allow resampling audio to 16 kHz.
+
+    Raises:
+        SpeechInputError: a missing file, alignment, HuBERT or quantizer, or units outside the model's range.
+    """
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SpeechInputError(f"input files do not exist: {missing}")
+    tokenizer = None
+    if any(p.suffix.lower() == ".wav" for p in paths):
+        if hubert is None or quantizer is None:
+            raise SpeechInputError(
+                "WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)"
+            )
+        tokenizer = SpeechTokenizer(
+            HubertFeatureExtractor(hubert, layer=layer), load_quantizer(quantizer, trust_pickle=trust_pickle)
+        )
+        if tokenizer.n_units > vocab.n_units:
+            raise SpeechInputError(
+                f"the quantizer has {tokenizer.n_units} units but the model only {vocab.n_units} unit tokens"
+            )
+    utterances = []
+    for path in tqdm(paths, desc="speech", disable=not progress, unit="file"):
+        if path.suffix.lower() == ".wav":
+            assert tokenizer is not None
+            audio, rate = read_wav(path)
+            speech = tokenizer(audio, rate, words=read_alignment(alignment_for(path)), resample=resample)
+        elif path.suffix.lower() == ".json":
+            speech = read_unit_file(path)
+        else:
+            raise SpeechInputError(f"{path}: expected a .wav audio file or a .json unit file")
+        if max(speech.units) >= vocab.n_units:
+            raise SpeechInputError(
+                f"{path}: unit {max(speech.units)} is out of range; the model has {vocab.n_units} units"
+            )
+        utterances.append(interleave(speech, _plan(plan, len(speech.words or ())), seed=seed))
+    return utterances
