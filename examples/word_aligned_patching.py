@@ -11,6 +11,7 @@ layer reads out.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import torch
@@ -31,6 +32,9 @@ from slm_transformerlens.speech import Speech, Text
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, nargs="+", help="layers to sweep (default: all)")
+    args = parser.parse_args()
     assets = build_demo_assets()
     model = slt.load(assets.checkpoint, tokenizer=assets.tokenizer)
     g = torch.Generator().manual_seed(0)
@@ -49,10 +53,13 @@ def main() -> None:
         TokenLogProb(pair.word_tokens(who, "clean")[0], at, name="logprob_who"),
         LensMetric(model, 15, text_token_id(model, "girl"), at, kind="logprob", name="lens15_girl"),
     ]
-    result = activation_patch_sweep(model, pair, metrics, components=("resid_pre", "attn_out", "mlp_out"))
-    print(result.frame.head())
-    screen = attribution_patch_sweep(model, pair, metrics[0], components="resid_pre")
-    print(screen.frame.sort_values("value", key=abs, ascending=False).head())
+    result = activation_patch_sweep(
+        model, pair, metrics, components=("resid_pre", "attn_out", "mlp_out"), layers=args.layers
+    )
+    shown = ["method", "component", "layer", "position", "token", "metric", "value", "normalized"]
+    print(result.frame[shown].head())
+    screen = attribution_patch_sweep(model, pair, metrics[0], components="resid_pre", layers=args.layers)
+    print(screen.frame.sort_values("value", key=abs, ascending=False)[shown].head())
     out = Path("out/examples")
     save_chart(patching_heatmap(result, metric="logprob_who"), out / "patching.html")
     print(f"heatmap: {out / 'patching.html'}")

@@ -84,3 +84,13 @@ def smollm2_sims_model(smollm2_sims):
     import slm_transformerlens as slt
 
     return slt.load(smollm2_sims.path, progress=False, **smollm2_sims.load_kwargs)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded default (real SmolLM2 + units, random 25 Hz HuBERT, k-means), built once."""
+    from slm_transformerlens.demo import build_demo_assets
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    build_demo_assets(cache, progress=False)
+    return cache

@@ -16,13 +16,6 @@ from slm_transformerlens.report import markdown_table
 from slm_transformerlens.speech.dataset import load_speech_dataset, read_unit_file
 
 
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cache = tmp_path_factory.mktemp("demo-cache")
-    build_demo_assets(cache, progress=False)
-    return cache
-
-
 @pytest.mark.slow
 @pytest.mark.realmodel
 def test_demo_writes_the_report(demo_cache: Path, tmp_path: Path, capsys) -> None:
