@@ -177,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slm_transformerlens.errors import SLMError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # Hugging Face's own "Loading weights" bars
     try:
         return int(args.handler(args))
     except SLMError as error:

@@ -170,11 +170,14 @@ def write_lens_report(
     files["heatmap_table"] = out / "heatmap.csv.gz"
     heat.drop(columns=["top_probs", "top_ids"]).to_csv(files["heatmap_table"], index=False)
     if charts:
-        heat_title = f"logit lens: top token per layer and position (utterance {heatmap_utterance})"
+        lens_name = "tuned lens" if type(lens).__name__ == "TunedLens" else "logit lens"
+        heat_title = f"{lens_name}: top token per layer and position (utterance {heatmap_utterance})"
         files.update(_charts(out, heat, table, summary, k=k, png=png, heat_title=heat_title))
     files["report"] = out / "report.md"
     files["report"].write_text(
-        _report_text(model, utterances, table, summary, peaks, files, title=title, notes=notes, k=k),
+        _report_text(
+            model, utterances, table, summary, peaks, files, lens=lens, title=title, notes=notes, k=k
+        ),
         encoding="utf-8",
     )
     return ReportFiles(out, table, summary, peaks, files)
@@ -188,6 +191,7 @@ def _report_text(
     peaks: pd.DataFrame,
     files: dict[str, Path],
     *,
+    lens: Lens,
     title: str,
     notes: Sequence[str],
     k: int,
@@ -209,7 +213,8 @@ def _report_text(
         f"- {len(utterances)} utterances, {len(words)} analysed words "
         f"({', '.join(f'{n} {m}' for m, n in words['modality'].value_counts().items())})",
         "- read-out position: each word's last token (for a spoken word: its last unit), "
-        "`resid_post` of every layer, ranks among text tokens (view `text`) and over the full vocabulary",
+        "`resid_post` of every layer, ranks among text tokens (view `text`) and over the full vocabulary, "
+        f"read through the {type(lens).__name__}",
         "",
         "## Where each rate peaks",
         "",
