@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from slm_transformerlens.errors import SpeechInputError
 from slm_transformerlens.report import ReportFiles, write_lens_report
 
 __all__ = [
@@ -161,7 +162,9 @@ def demo_utterances(assets: DemoAssets, vocab_units: int, *, seed: int = 0) -> l
         HubertFeatureExtractor(assets.hubert, layer=11), load_quantizer(assets.kmeans)
     )
     if tokenizer.n_units > vocab_units:
-        raise ValueError(f"the demo k-means has {tokenizer.n_units} units but the model only {vocab_units}")
+        raise SpeechInputError(
+            f"the demo k-means has {tokenizer.n_units} units but the model only {vocab_units}"
+        )
     utterances: list[list[Any]] = []
     for name in DEMO_CLIPS:
         wav, alignment = clip_paths(name)

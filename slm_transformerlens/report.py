@@ -24,7 +24,7 @@ from slm_transformerlens.lens import (
     summarize_transcription,
     transcription_table,
 )
-from slm_transformerlens.lens.base import Lens
+from slm_transformerlens.lens.base import Lens, LensError
 
 __all__ = ["ReportFiles", "markdown_table", "write_lens_report"]
 
@@ -145,6 +145,8 @@ def write_lens_report(
         The tables and the paths written: ``transcription`` (parquet or csv.gz), ``summary.csv``,
         ``peaks.csv``, ``heatmap.csv.gz`` and charts, ``report.md``.
     """
+    if not 0 <= heatmap_utterance < len(utterances):
+        raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lens = lens if lens is not None else LogitLens(model)
@@ -153,13 +155,9 @@ def write_lens_report(
         model, utterances, lens=lens, layers=layers, modalities=modalities, ks=ks, progress=progress
     )
     if table.empty:
-        raise ValueError(
-            "no word of the requested modalities was found in the utterances: nothing to analyse"
-        )
+        raise LensError("no word of the requested modalities was found in the utterances: nothing to analyse")
     summary = summarize_transcription(table, ks=ks, by=("site", "view", "modality"))
     peaks = peak_layers(summary, by=("site", "view", "modality"))
-    if not 0 <= heatmap_utterance < len(utterances):
-        raise ValueError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
     heat = lens_table(
         model, utterances[heatmap_utterance], lens=lens, layers=layers, positions="all", top_k=3
     )

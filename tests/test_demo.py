@@ -115,3 +115,17 @@ def test_markdown_table() -> None:
         "| 2 | 0.250 | z |",
     ]
     assert markdown_table(frame.iloc[0:0]) == "_(no rows)_"
+
+
+def test_report_refuses_an_empty_selection(spiritlm_model, tmp_path: Path) -> None:
+    from slm_transformerlens.lens import LensError
+    from slm_transformerlens.report import write_lens_report
+    from tests.lens.conftest import make_utterance
+
+    tokens, spans = make_utterance(spiritlm_model)
+    with pytest.raises(LensError, match="nothing to analyse"):
+        write_lens_report(spiritlm_model, [(tokens, spans)], tmp_path, modalities=("pitch",), progress=False)
+    with pytest.raises(LensError, match="heatmap_utterance=3"):
+        write_lens_report(spiritlm_model, [(tokens, spans)], tmp_path, heatmap_utterance=3, progress=False)
+    done = write_lens_report(spiritlm_model, [(tokens, spans)], tmp_path, charts=False, progress=False)
+    assert done.report.read_text().count("| layer | rate |") == 4  # 2 modalities x 2 metrics

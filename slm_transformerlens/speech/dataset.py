@@ -68,7 +68,7 @@ def read_unit_file(path: str | Path) -> Speech:
 
 def _plan(name: str, n_words: int) -> Any:
     if name not in PLANS:
-        raise ValueError(f"unknown plan {name!r}; choose one of {list(PLANS)}")
+        raise SpeechInputError(f"unknown plan {name!r}; choose one of {list(PLANS)}")
     return [i % 2 == 1 for i in range(n_words)] if name == "alternate" else name
 
 
