@@ -6,10 +6,9 @@ from the checkpoint itself: :func:`hooked_transformer_config` translates the HF 
 converters rearrange the weights, and ``load_and_process_state_dict`` folds them. The model
 carries the same :class:`~slm_transformerlens.vocab.SpeechVocab` as :func:`slm_transformerlens.load`.
 
-This module also builds the ``TransformerBridge`` the 3.x way (:func:`bridge_from_checkpoint_tl3`),
-since 3.9's bridge has no ``TransformersDriver`` / ``configure_tokenizer``, and prepares
-tokenizers without TransformerLens' reload-with-BOS step, which silently drops the unit tokens
-added to a base tokenizer (:func:`prepare_tokenizer`).
+:func:`slm_transformerlens.load` itself works on 3.9 too (the bridge is built without the 4.x
+driver layer); the tokenizer is prepared by :func:`~slm_transformerlens.model.prepare_tokenizer`
+(re-exported here), never reloaded, so the unit tokens added to a base tokenizer survive.
 
 Importing this module never fails; calling the HookedTransformer functions on transformer-lens
 4.x raises :class:`HookedTransformerUnavailableError`.
@@ -23,17 +22,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions, read_checkpoint
-from slm_transformerlens.errors import SLMError, UnsupportedArchitectureError, VocabularyError
-from slm_transformerlens.vocab import SpeechVocab
+from slm_transformerlens.errors import SLMError, UnsupportedArchitectureError
+from slm_transformerlens.model import prepare_tokenizer
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "HOOKED_TRANSFORMER_ARCHITECTURES",
     "HookedTransformerUnavailableError",
-    "bridge_from_checkpoint_tl3",
     "has_hooked_transformer",
     "hooked_transformer_config",
     "hooked_transformer_state_dict",
@@ -244,50 +241,6 @@ def hooked_transformer_state_dict(hf_model: Any, cfg: HookedTransformerConfig) -
 
 
 # ------------------------------------------------------------------------------------- tokenizer
-def prepare_tokenizer(
-    tokenizer: Any, cfg: Any, vocab: SpeechVocab | None = None, *, padding_side: str = "right"
-) -> Any:
-    """Ready a speech LM tokenizer for TransformerLens WITHOUT reloading or growing it.
-
-    TransformerLens (3.9 and 4.x, ``get_tokenizer_with_bos``) reloads any tokenizer whose
-    ``add_bos_token`` is unset from its ``name_or_path``. For a SIMS tokenizer (a base tokenizer
-    extended in memory with ``<Un0>``..) that reload returns the BASE tokenizer: the unit and
-    marker tokens are silently lost (Llama-3: 128759 -> 128257 tokens). Here the tokenizer is
-    used as it is (the same conventions as ``slm_transformerlens.model``'s bridge loader).
-
-    Sets ``padding_side``, uses EOS as the pad token when there is none, records the real
-    BOS/EOS behaviour in ``cfg.tokenizer_prepends_bos`` / ``cfg.tokenizer_appends_eos`` and,
-    given ``vocab``, the family's BOS convention in ``cfg.default_prepend_bos``.
-
-    Returns:
-        The same tokenizer object.
-
-    Raises:
-        TypeError: ``tokenizer`` is not a Hugging Face tokenizer.
-        VocabularyError: the tokenizer does not have ``vocab.tokenizer_size`` tokens.
-    """
-    from transformers import PreTrainedTokenizerBase
-
-    if not isinstance(tokenizer, PreTrainedTokenizerBase):
-        raise TypeError(f"expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
-    size = len(tokenizer)
-    tokenizer.padding_side = padding_side
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    encoded = tokenizer.encode("a")
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    cfg.tokenizer_prepends_bos = bool(len(encoded) > 1 and bos is not None and encoded[0] == bos)
-    cfg.tokenizer_appends_eos = bool(len(encoded) > 1 and eos is not None and encoded[-1] == eos)
-    if vocab is not None:
-        cfg.default_prepend_bos = vocab.bos_token_id is not None
-        if len(tokenizer) != size or size != vocab.tokenizer_size:
-            raise VocabularyError(
-                f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's vocabulary expects "
-                f"{vocab.tokenizer_size}; pass the tokenizer this checkpoint was read with"
-            )
-    return tokenizer
-
-
 # ----------------------------------------------------------------------------- HookedTransformer
 def _read(
     loaded_or_path: LoadedCheckpoint | str | Path,
@@ -402,40 +355,3 @@ def to_hooked_transformer(
     model.checkpoint_metadata = dict(loaded.metadata)
     model.eval()
     return model
-
-
-# ------------------------------------------------------------------------------ bridge on 3.x
-def bridge_from_checkpoint_tl3(
-    loaded: LoadedCheckpoint, *, bridge_class: type | None = None
-) -> TransformerBridge:
-    """Wrap a read checkpoint in a :class:`~slm_transformerlens.model.HookedSLM` on transformer-lens 3.x.
-
-    transformer-lens 3.9's bridge has ``build_bridge_config_from_hf`` but no ``configure_tokenizer``
-    nor ``TransformersDriver``, and ``TransformerBridge(model, adapter, tokenizer)`` takes no driver.
-    This follows 3.9's ``build_bridge_from_module`` step by step, with the rotary base fixed and
-    the tokenizer prepared without a reload. It also works on 4.x: there ``TransformerBridge``
-    builds the ``TransformersDriver`` itself when none is passed.
-
-    Args:
-        loaded: the checkpoint read by :func:`slm_transformerlens.checkpoints.read_checkpoint`.
-        bridge_class: the bridge class to instantiate (default ``HookedSLM``).
-    """
-    from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
-
-    from slm_transformerlens.model import HookedSLM, attach_checkpoint
-
-    if bridge_class is None:
-        bridge_class = HookedSLM
-    model = loaded.hf_model
-    parameter = next(model.parameters())
-    bridge_config = build_bridge_config_from_hf(
-        loaded.hf_config, loaded.architecture, f"{loaded.family}:{loaded.path.name}", parameter.dtype
-    )
-    if hasattr(bridge_config, "rotary_base"):
-        bridge_config.rotary_base = rope_settings(loaded.hf_config)["rope_theta"]
-    adapter = ArchitectureAdapterFactory.select_architecture_adapter(bridge_config)
-    adapter.cfg.device = str(parameter.device)
-    adapter.prepare_model(model)
-    tokenizer = prepare_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
-    return attach_checkpoint(bridge_class(model, adapter, tokenizer), loaded)

@@ -24,7 +24,7 @@ from slm_transformerlens.vocab import SpeechVocab
 if TYPE_CHECKING:
     from slm_transformerlens.speech.interleave import EncodedBatch
 
-__all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load"]
+__all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load", "prepare_tokenizer"]
 
 
 class HookedSLM(TransformerBridge):
@@ -110,18 +110,13 @@ def _is_speech_input(value: Any) -> bool:
 def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     """Wrap a read checkpoint in a :class:`HookedSLM` (no weights are copied).
 
-    Follows ``transformer_lens.model_bridge.sources.build_bridge_from_module`` step by step,
-    but instantiates our subclass and fixes config fields the bridge derives wrongly.
+    Follows ``transformer_lens.model_bridge.sources.build_bridge_from_module`` step by step, on
+    transformer-lens 4.x and 3.9 alike, but instantiates our subclass, fixes config fields the bridge
+    derives wrongly and prepares the tokenizer without a reload (:func:`prepare_tokenizer`). On 4.x
+    the bridge gets a ``TransformersDriver``; 3.9 has no driver layer.
     """
     from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_config_from_hf
-
-    try:
-        from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
-    except ImportError:  # transformer-lens 3.x: no driver layer, the bridge is built the 3.x way
-        from slm_transformerlens.legacy import bridge_from_checkpoint_tl3
-
-        return bridge_from_checkpoint_tl3(loaded)  # type: ignore[return-value]
 
     model = loaded.hf_model
     parameter = next(model.parameters())
@@ -132,9 +127,14 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     adapter = ArchitectureAdapterFactory.select_architecture_adapter(bridge_config)
     adapter.cfg.device = str(parameter.device)
     adapter.prepare_model(model)
-    tokenizer = _configure_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
-    driver = TransformersDriver(model, adapter, tokenizer)
-    return attach_checkpoint(HookedSLM(model, adapter, tokenizer, driver=driver), loaded)
+    tokenizer = prepare_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
+    try:
+        from transformer_lens.model_bridge.sources.transformers_driver import TransformersDriver
+    except ImportError:  # transformer-lens 3.x
+        bridge = HookedSLM(model, adapter, tokenizer)
+    else:
+        bridge = HookedSLM(model, adapter, tokenizer, driver=TransformersDriver(model, adapter, tokenizer))
+    return attach_checkpoint(bridge, loaded)
 
 
 def attach_checkpoint(bridge: Any, loaded: LoadedCheckpoint) -> Any:
@@ -147,25 +147,47 @@ def attach_checkpoint(bridge: Any, loaded: LoadedCheckpoint) -> Any:
     return bridge
 
 
-def _configure_tokenizer(tokenizer: Any, cfg: Any, vocab: SpeechVocab) -> Any:
-    """Record the tokenizer's BOS/EOS behaviour on ``cfg`` without replacing the tokenizer.
+def prepare_tokenizer(
+    tokenizer: Any, cfg: Any, vocab: SpeechVocab | None = None, *, padding_side: str = "right"
+) -> Any:
+    """Ready a speech LM tokenizer for TransformerLens WITHOUT reloading or growing it.
 
-    TransformerLens' own ``configure_tokenizer`` may reload the tokenizer from its
-    ``name_or_path`` (losing the speech tokens slamkit adds in memory) and may add special
-    tokens (growing the vocabulary past the embedding), so it is not used here.
+    TransformerLens (3.9 and 4.x: ``configure_tokenizer`` / ``get_tokenizer_with_bos``) reloads a
+    tokenizer whose ``add_bos_token`` is unset from its ``name_or_path``. For a SIMS tokenizer (a base
+    tokenizer extended in memory with ``<Un0>``..) that reload returns the BASE tokenizer: the unit and
+    marker tokens are silently lost (Llama-3: 128759 -> 128257 tokens). It may also add special tokens,
+    growing the vocabulary past the embedding. Here the tokenizer is used as it is.
+
+    Sets ``padding_side`` (our encoder right-pads, as TransformerLens' string path does), uses EOS as
+    the pad token when there is none, records the real BOS/EOS behaviour in
+    ``cfg.tokenizer_prepends_bos`` / ``cfg.tokenizer_appends_eos`` and, given ``vocab``, the family's
+    BOS convention in ``cfg.default_prepend_bos``.
+
+    Returns:
+        The same tokenizer object.
+
+    Raises:
+        TypeError: ``tokenizer`` is not a Hugging Face tokenizer.
+        VocabularyError: the tokenizer does not have ``vocab.tokenizer_size`` tokens.
     """
     from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+    from transformers import PreTrainedTokenizerBase
 
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise TypeError(f"expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
     size = len(tokenizer)
-    tokenizer.padding_side = "right"  # our encoder right-pads; TL's string path does the same
+    tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    cfg.tokenizer_prepends_bos, cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(tokenizer)
-    cfg.default_prepend_bos = vocab.bos_token_id is not None
-    if len(tokenizer) != size or size != vocab.tokenizer_size:
-        raise VocabularyError(
-            f"the tokenizer changed size while configuring it ({vocab.tokenizer_size} -> {len(tokenizer)})"
-        )
+    prepends_bos, appends_eos = detect_tokenizer_bos_eos(tokenizer)
+    cfg.tokenizer_prepends_bos, cfg.tokenizer_appends_eos = bool(prepends_bos), bool(appends_eos)
+    if vocab is not None:
+        cfg.default_prepend_bos = vocab.bos_token_id is not None
+        if len(tokenizer) != size or size != vocab.tokenizer_size:
+            raise VocabularyError(
+                f"the tokenizer has {len(tokenizer)} tokens but the checkpoint's vocabulary expects "
+                f"{vocab.tokenizer_size}; pass the tokenizer this checkpoint was read with"
+            )
     return tokenizer
 
 

@@ -12,7 +12,7 @@ from transformer_lens.model_bridge import TransformerBridge
 import slm_transformerlens as slt
 from slm_transformerlens.checkpoints import LoadOptions, read_checkpoint
 from slm_transformerlens.errors import VocabularyError
-from slm_transformerlens.legacy import bridge_from_checkpoint_tl3, prepare_tokenizer
+from slm_transformerlens.model import bridge_from_checkpoint, prepare_tokenizer
 from tests.checkpoints.test_parity import interleaved_ids
 
 
@@ -26,7 +26,7 @@ def test_bridge_matches_hugging_face_exactly(layout: str, checkpoint_factory) ->
     tokens = interleaved_ids(loaded)
     with torch.no_grad():
         expected = loaded.hf_model(tokens).logits  # before the bridge rewires the module tree
-    bridge = bridge_from_checkpoint_tl3(loaded)
+    bridge = bridge_from_checkpoint(loaded)
     assert isinstance(bridge, slt.HookedSLM) and isinstance(bridge, TransformerBridge)
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(tokens)
