@@ -6,7 +6,7 @@ The stable entry point for reading a residual vector is :meth:`Lens.logits`::
     logits = lens.logits(resid, layer) # resid [..., d_model] from blocks.{layer}.hook_resid_post; fp32 [..., d_vocab]
 """
 
-from slm_transformerlens.lens.analysis import LensInputs, as_lens_inputs, lens_table, readout_frame
+from slm_transformerlens.lens.analysis import LensInputs, as_lens_inputs, lens_table, read_plan, readout_frame
 from slm_transformerlens.lens.base import (
     SITES,
     Lens,
@@ -63,6 +63,7 @@ __all__ = [
     "peak_layers",
     "plan_readouts",
     "read_many",
+    "read_plan",
     "read_vectors",
     "readout_frame",
     "resolve_layers",

@@ -23,7 +23,7 @@ from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, ViewReadout, read_many, target_tensor, vocab_views
 
-__all__ = ["LensInputs", "as_lens_inputs", "lens_table", "readout_frame"]
+__all__ = ["LensInputs", "as_lens_inputs", "lens_table", "read_plan", "readout_frame"]
 
 
 @dataclass
@@ -64,26 +64,18 @@ def as_lens_inputs(model: Any, inputs: Any, word_spans: pd.DataFrame | None = No
 
 def readout_frame(
     plan_rows: pd.DataFrame,
-    readouts: Mapping[str, ViewReadout] | Mapping[tuple[int, str], Mapping[str, ViewReadout]],
+    readouts: Mapping[tuple[int, str], Mapping[str, ViewReadout]],
     *,
-    layer: int | None = None,
-    site: str | None = None,
     group_names: Sequence[str],
     namer: TokenNamer | None,
 ) -> pd.DataFrame:
     """One tidy frame of read-outs: a row per ((layer, site), view, plan row), in that order.
 
-    ``readouts`` is either ``{view: ViewReadout}`` of one ``(layer, site)`` (pass ``layer`` and ``site``)
-    or ``{(layer, site): {view: ViewReadout}}`` as :func:`~slm_transformerlens.lens.readout.read_many`
-    returns; the frame is built once for all of them (no per-layer DataFrame work).
+    ``readouts`` is ``{(layer, site): {view: ViewReadout}}`` as
+    :func:`~slm_transformerlens.lens.readout.read_many` returns; the frame is built once for all of them
+    (no per-layer DataFrame work).
     """
-    if layer is not None or site is not None:
-        if layer is None or site is None:
-            raise LensError("pass both layer= and site= with the read-outs of one (layer, site)")
-        by_key: Mapping[tuple[int, str], Mapping[str, ViewReadout]] = {(int(layer), site): readouts}  # type: ignore[dict-item]
-    else:
-        by_key = readouts  # type: ignore[assignment]
-    blocks = [(key, view, r) for key, views in by_key.items() for view, r in views.items()]
+    blocks = [(key, view, r) for key, views in readouts.items() for view, r in views.items()]
     if not blocks:
         return pd.DataFrame()
     n = len(plan_rows)
@@ -111,6 +103,41 @@ def readout_frame(
         columns[f"rank_{name}"] = pd.array(np.where(values < 0, None, values).tolist(), dtype="Int64")
         columns[f"prob_{name}"] = torch.cat([r.probs[name] for _, _, r in blocks]).numpy().astype(np.float64)
     return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+
+
+def read_plan(
+    model: Any,
+    lens: Lens,
+    tokens: Int[Tensor, "batch pos"],
+    plan: ReadoutPlan,
+    rows: pd.DataFrame,
+    *,
+    layers: Sequence[int],
+    sites: Sequence[str],
+    views: Mapping[str, Tensor | None],
+    targets: Mapping[str, Tensor],
+    top_k: int,
+    chunk_size: int,
+    namer: TokenNamer | None,
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+) -> pd.DataFrame:
+    """One forward pass keeping the plan's rows, every ``(layer, site)`` read through ``lens``, one frame.
+
+    ``rows`` is ``plan.rows`` with any extra columns the caller wants carried into the frame.
+    """
+    vocab = model.speech_vocab
+    vectors = capture_residuals(model, tokens, plan, layers, sites, attention_mask=attention_mask)
+    readouts = read_many(
+        lens,
+        vectors,
+        views=views,
+        group_labels=vocab.group_labels,
+        n_groups=len(vocab.group_names),
+        top_k=top_k,
+        targets=targets,
+        chunk_size=chunk_size,
+    )
+    return readout_frame(rows, readouts, group_names=vocab.group_names, namer=namer)
 
 
 def lens_table(
@@ -175,15 +202,18 @@ def lens_table(
     namer = TokenNamer(vocab, getattr(model, "tokenizer", None)) if token_strings else None
     if plan.n_rows == 0:
         return pd.DataFrame()
-    vectors = capture_residuals(model, tokens, plan, layer_list, sites, attention_mask=batch.attention_mask)
-    all_readouts = read_many(
+    return read_plan(
+        model,
         lens,
-        vectors,
+        tokens,
+        plan,
+        plan.rows,
+        layers=layer_list,
+        sites=sites,
         views=view_masks,
-        group_labels=vocab.group_labels,
-        n_groups=len(vocab.group_names),
-        top_k=top_k,
         targets=target_ids,
+        top_k=top_k,
         chunk_size=chunk_size,
+        namer=namer,
+        attention_mask=batch.attention_mask,
     )
-    return readout_frame(plan.rows, all_readouts, group_names=vocab.group_names, namer=namer)

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from slm_transformerlens.lens.analysis import as_lens_inputs, readout_frame
+from slm_transformerlens.lens.analysis import as_lens_inputs, read_plan
 from slm_transformerlens.lens.base import Lens, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
-from slm_transformerlens.lens.positions import capture_residuals, plan_readouts
-from slm_transformerlens.lens.readout import TokenNamer, read_many, target_tensor, vocab_views
+from slm_transformerlens.lens.positions import plan_readouts
+from slm_transformerlens.lens.readout import TokenNamer, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
 
 __all__ = [
@@ -137,9 +137,6 @@ def transcription_table(
                 "current": target_tensor([list(t.ids) for t in current], plan.n_rows),
                 "next": target_tensor([[] if t is None else list(t.ids) for t in following], plan.n_rows),
             }
-            vectors = capture_residuals(
-                model, tokens, plan, layer_list, sites, attention_mask=batch.attention_mask
-            )
             rows = plan.rows.copy()
             rows.insert(0, "utterance", rows["batch"] + utterance_offset)
             rows["target_id"] = pd.array([t.first_id for t in current], dtype="Int64")
@@ -151,17 +148,23 @@ def transcription_table(
             rows["next_target_id"] = pd.array(
                 [None if t is None else t.first_id for t in following], dtype="Int64"
             )
-            all_readouts = read_many(
-                lens,
-                vectors,
-                views=view_masks,
-                group_labels=vocab.group_labels,
-                n_groups=len(vocab.group_names),
-                top_k=top_k,
-                targets=targets,
-                chunk_size=chunk_size,
+            frames.append(
+                read_plan(
+                    model,
+                    lens,
+                    tokens,
+                    plan,
+                    rows,
+                    layers=layer_list,
+                    sites=sites,
+                    views=view_masks,
+                    targets=targets,
+                    top_k=top_k,
+                    chunk_size=chunk_size,
+                    namer=namer,
+                    attention_mask=batch.attention_mask,
+                )
             )
-            frames.append(readout_frame(rows, all_readouts, group_names=vocab.group_names, namer=namer))
         utterance_offset += int(tokens.shape[0])
     if not frames:
         return pd.DataFrame()
