@@ -72,23 +72,12 @@ def clip_paths(name: str) -> tuple[Path, Path]:
 
 def _tiny_hubert(directory: Path) -> None:
     import torch
-    from transformers import HubertConfig, HubertModel
+    from transformers import HubertModel
 
-    config = HubertConfig(
-        hidden_size=64,
-        num_hidden_layers=11,
-        num_attention_heads=4,
-        intermediate_size=128,
-        conv_dim=(64,) * 8,
-        conv_stride=(5,) + (2,) * 7,  # hop 640 samples = 25 Hz, as mHuBERT-25Hz
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-        feat_extract_norm="group",
-        do_stable_layer_norm=False,
-    )
+    from slm_transformerlens.testing import tiny_hubert_config
+
     torch.manual_seed(0)
-    HubertModel(config).eval().save_pretrained(str(directory))
+    HubertModel(tiny_hubert_config(hidden_size=64, n_heads=4)).eval().save_pretrained(str(directory))
 
 
 def _fit_kmeans(hubert: Path, path: Path) -> None:
@@ -157,6 +146,7 @@ def demo_utterances(assets: DemoAssets, vocab_units: int, *, seed: int = 0) -> l
         read_alignment,
         read_wav,
     )
+    from slm_transformerlens.speech.dataset import resolve_plan
 
     tokenizer = SpeechTokenizer(
         HubertFeatureExtractor(assets.hubert, layer=11), load_quantizer(assets.kmeans)
@@ -171,8 +161,8 @@ def demo_utterances(assets: DemoAssets, vocab_units: int, *, seed: int = 0) -> l
         audio, rate = read_wav(wav)
         speech = tokenizer(audio, rate, words=read_alignment(alignment), resample=True)
         n_words = len(speech.words or ())
-        alternating = [i % 2 == 1 for i in range(n_words)]
-        for plan in ("speech", "text", alternating, "poisson"):
+        for name in ("speech", "text", "alternate", "poisson"):
+            plan = resolve_plan(name, n_words)
             utterances.append(interleave(speech, plan, seed=seed, speech_fraction=0.5, mean_span=2))
     return utterances
 

@@ -27,7 +27,7 @@ from slm_transformerlens.speech.tokenizer import SpeechTokenizer
 from slm_transformerlens.speech.units import FRAME_DURATION_25HZ
 from slm_transformerlens.vocab import SpeechVocab
 
-__all__ = ["PLANS", "alignment_for", "load_speech_dataset", "read_unit_file"]
+__all__ = ["PLANS", "alignment_for", "load_speech_dataset", "read_unit_file", "resolve_plan"]
 
 #: The interleaving plans ``slm-lens analyze --plan`` accepts.
 PLANS = ("speech", "text", "alternate", "poisson")
@@ -66,7 +66,9 @@ def read_unit_file(path: str | Path) -> Speech:
     )
 
 
-def _plan(name: str, n_words: int) -> Any:
+def resolve_plan(name: str, n_words: int) -> Any:
+    """A plan name for :func:`~slm_transformerlens.speech.interleave`: ``"alternate"`` becomes the per-word
+    mask text, speech, text, ... (every other word spoken); the other names pass through."""
     if name not in PLANS:
         raise SpeechInputError(f"unknown plan {name!r}; choose one of {list(PLANS)}")
     return [i % 2 == 1 for i in range(n_words)] if name == "alternate" else name
@@ -129,5 +131,5 @@ def load_speech_dataset(
             raise SpeechInputError(
                 f"{path}: unit {max(speech.units)} is out of range; the model has {vocab.n_units} units"
             )
-        utterances.append(interleave(speech, _plan(plan, len(speech.words or ())), seed=seed))
+        utterances.append(interleave(speech, resolve_plan(plan, len(speech.words or ())), seed=seed))
     return utterances

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from speech_helpers import tiny_hubert_config
+
+from slm_transformerlens.testing import tiny_hubert_config
 
 
 @pytest.fixture(scope="session")

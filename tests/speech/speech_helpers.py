@@ -78,22 +78,3 @@ def load_fixture(name: str) -> tuple[Any, int, list[list[Any]], dict[str, Any]]:
     audio, rate = read_wav(FIXTURES / f"{name}.wav")
     meta = json.loads((FIXTURES / f"{name}.json").read_text())
     return audio, rate, meta["aligned_text"], meta
-
-
-def tiny_hubert_config(n_layers: int = 11) -> Any:
-    """A random HuBERT with mHuBERT-25Hz's conv stack (hop 640) and tiny transformer."""
-    from transformers import HubertConfig
-
-    return HubertConfig(
-        hidden_size=16,
-        num_hidden_layers=n_layers,
-        num_attention_heads=2,
-        intermediate_size=32,
-        conv_dim=(16,) * 8,
-        conv_stride=(5,) + (2,) * 7,
-        conv_kernel=(10, 3, 3, 3, 3, 2, 2, 2),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        feat_extract_norm="group",
-        do_stable_layer_norm=False,
-    )
