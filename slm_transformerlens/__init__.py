@@ -5,7 +5,16 @@ TransformerLens ``TransformerBridge`` that knows which ids are text and which ar
 ``Speech`` / ``Text`` utterances, and analyse it with :mod:`slm_transformerlens.lens` (logit lens,
 tuned lens, the paper's transcription metrics) and :mod:`slm_transformerlens.patching`
 (word-aligned activation patching).
+
+The top-level names are imported lazily (PEP 562), so ``import slm_transformerlens`` and
+``slm-lens --help`` do not pay for importing torch and TransformerLens until a name needs them.
+See ``docs/architecture.md`` for the layout of the package.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from slm_transformerlens.errors import (
     CheckpointError,
@@ -15,9 +24,11 @@ from slm_transformerlens.errors import (
     UnsupportedArchitectureError,
     VocabularyError,
 )
-from slm_transformerlens.model import HookedSLM, load
-from slm_transformerlens.speech.inputs import Speech, Text
-from slm_transformerlens.vocab import SpeechVocab, TokenRange
+
+if TYPE_CHECKING:
+    from slm_transformerlens.model import HookedSLM, load
+    from slm_transformerlens.speech.inputs import Speech, Text
+    from slm_transformerlens.vocab import SpeechVocab, TokenRange
 
 __version__ = "0.1.0"
 
@@ -36,3 +47,31 @@ __all__ = [
     "__version__",
     "load",
 ]
+
+#: top-level name -> the module that defines it (imported on first access).
+_LAZY: dict[str, str] = {
+    "HookedSLM": "slm_transformerlens.model",
+    "load": "slm_transformerlens.model",
+    "Speech": "slm_transformerlens.speech.inputs",
+    "Text": "slm_transformerlens.speech.inputs",
+    "SpeechVocab": "slm_transformerlens.vocab",
+    "TokenRange": "slm_transformerlens.vocab",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a top-level name (or a subpackage such as ``slm_transformerlens.lens``) on first use."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

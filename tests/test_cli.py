@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -63,12 +66,39 @@ def test_inspect_error_is_one_line(checkpoint_factory, capsys) -> None:
 
 
 @pytest.mark.slow
+def _installed_script() -> Path:
+    """The ``slm-lens`` console script of the interpreter running the tests (next to ``sys.executable``)."""
+    script = Path(sys.executable).with_name("slm-lens")
+    assert script.is_file(), f"no slm-lens console script next to {sys.executable}: is the package installed?"
+    return script
+
+
+def _script_env() -> dict[str, str]:
+    """Run the script against THIS checkout's package (the repository root first on ``sys.path``)."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+
 def test_console_script_is_installed(checkpoint_factory) -> None:
     path, _ = checkpoint_factory("spiritlm-base-bin")
     result = subprocess.run(
-        [sys.executable, "-m", "slm_transformerlens.cli", "inspect", str(path), "--json"],
+        [str(_installed_script()), "inspect", str(path), "--json"],
         capture_output=True,
         text=True,
         check=True,
+        env=_script_env(),
     )
     assert json.loads(result.stdout)["family"] == "spiritlm"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["inspect"], ["no-such-command"]])
+def test_help_and_argument_errors_are_instant(argv: list[str]) -> None:
+    """``slm-lens --help`` and argument errors import nothing heavy (no torch, no TransformerLens)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [str(_installed_script()), *argv], capture_output=True, text=True, env=_script_env(), timeout=60
+    )
+    elapsed = time.perf_counter() - start
+    assert result.returncode == (0 if argv == ["--help"] else 2), result.stderr
+    assert "slm-lens" in result.stdout + result.stderr
+    assert elapsed < 2.0, f"slm-lens {' '.join(argv)} took {elapsed:.2f} s"

@@ -50,7 +50,8 @@ def test_poisson_matches_slamkit(seed: int, n_words: int) -> None:
     expected = _slamkit_select_spans_poisson(n_words, 10, 0.3).astype(bool)
     got = poisson_span_mask(n_words, mean_span=10, speech_fraction=0.3, seed=seed)
     np.testing.assert_array_equal(got, expected)
-    assert got.sum() >= math.ceil(0.3 * n_words) or got.sum() == n_words or not got.all()
+    # every drawn mask reaches slamkit's target fraction (none of these draws exhausts the eligible words)
+    assert got.sum() >= math.ceil(0.3 * n_words)
 
 
 def test_plan_masks() -> None:
