@@ -22,7 +22,7 @@ from slm_transformerlens.errors import VocabularyError
 from slm_transformerlens.vocab import SpeechVocab
 
 if TYPE_CHECKING:
-    from slm_transformerlens.speech.interleave import EncodedBatch
+    from slm_transformerlens.spans import EncodedBatch
 
 __all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load", "prepare_tokenizer"]
 

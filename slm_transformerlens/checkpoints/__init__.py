@@ -10,10 +10,12 @@ from slm_transformerlens.checkpoints import generic as _generic  # noqa: F401  (
 from slm_transformerlens.checkpoints import sims as _sims  # noqa: F401  (registers)
 from slm_transformerlens.checkpoints import spiritlm as _spiritlm  # noqa: F401  (registers)
 from slm_transformerlens.checkpoints.base import (
+    DEFAULT_CONVENTIONS,
     CheckpointFamily,
     CheckpointLayout,
     LoadedCheckpoint,
     LoadOptions,
+    StringConventions,
     detect_family,
     get_family,
     list_families,
@@ -23,10 +25,13 @@ from slm_transformerlens.checkpoints.base import (
 from slm_transformerlens.checkpoints.build import directory_of
 
 __all__ = [
+    "DEFAULT_CONVENTIONS",
     "CheckpointFamily",
     "CheckpointLayout",
     "LoadOptions",
     "LoadedCheckpoint",
+    "StringConventions",
+    "conventions_of",
     "detect_family",
     "get_family",
     "list_families",
@@ -56,3 +61,8 @@ def read_checkpoint(
     """Read a checkpoint directory with the named family, or the detected one."""
     path = directory_of(directory)
     return read_weights(_family_for(path, family), path, options)
+
+
+def conventions_of(family: str) -> StringConventions:
+    """The string conventions of a family by name (:data:`DEFAULT_CONVENTIONS` for an unregistered one)."""
+    return get_family(family).conventions if family in list_families() else DEFAULT_CONVENTIONS

@@ -15,10 +15,12 @@ from slm_transformerlens.errors import CheckpointError
 from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = [
+    "DEFAULT_CONVENTIONS",
     "CheckpointFamily",
     "CheckpointLayout",
     "LoadOptions",
     "LoadedCheckpoint",
+    "StringConventions",
     "detect_family",
     "get_family",
     "list_families",
@@ -97,11 +99,52 @@ class CheckpointLayout:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StringConventions:
+    """How a family writes an utterance as the one string its tokenizer reads.
+
+    The encoder (:func:`slm_transformerlens.speech.encode_utterances`) follows these and nothing else, so a
+    new family states its conventions here (on its family object) and needs no change in ``speech``. The
+    marker and unit token strings themselves are part of the family's :class:`SpeechVocab`.
+
+    Attributes:
+        speech_only_marker: put the speech marker before an all-speech utterance (SpiritLM's
+            ``_build_prompt`` does; slamkit evaluates SIMS on bare units).
+        unit_rate_hz: the unit frame rate used to merge unit tokens with timed pitch / style tokens
+            (SpiritLM: 24.99 Hz); ``None``: the ``Speech`` segment's own frame rate.
+        normalize_text: maps one text word to its text as the family writes it (SpiritLM: lowercase, no
+            punctuation); the result gets one leading space, and an empty result owns no token. ``None``:
+            the word verbatim (its leading space kept).
+        expressive_tokens: pitch / style tokens are this family's convention (others warn).
+    """
+
+    speech_only_marker: bool = False
+    unit_rate_hz: float | None = None
+    normalize_text: Callable[[str], str] | None = None
+    expressive_tokens: bool = False
+
+    def text_string(self, word: str) -> str:
+        """One text word as it appears in the family's string (``""``: the word owns no token)."""
+        if self.normalize_text is None:
+            return word
+        normalized = self.normalize_text(word)
+        return " " + normalized if normalized else ""
+
+    def unit_rate(self, frame_duration: float) -> float:
+        """Units per second for timing units against pitch / style tokens."""
+        return self.unit_rate_hz if self.unit_rate_hz is not None else 1.0 / frame_duration
+
+
+#: The SIMS / slamkit conventions, also used by ``generic`` and by any family that states none.
+DEFAULT_CONVENTIONS = StringConventions()
+
+
 @runtime_checkable
 class CheckpointFamily(Protocol):
-    """A reader for one on-disk checkpoint family."""
+    """A reader for one on-disk checkpoint family, with the conventions of its token strings."""
 
     name: str
+    conventions: StringConventions
 
     def detect(self, directory: Path) -> bool:
         """Whether ``directory`` looks like a checkpoint of this family (cheap: no weights read)."""

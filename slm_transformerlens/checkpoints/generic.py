@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slm_transformerlens.checkpoints.base import CheckpointLayout, LoadOptions, register_family
+from slm_transformerlens.checkpoints.base import (
+    DEFAULT_CONVENTIONS,
+    CheckpointLayout,
+    LoadOptions,
+    register_family,
+)
 from slm_transformerlens.checkpoints.hf_dir import read_hf_layout
 from slm_transformerlens.checkpoints.tokenizers import bos_if_prepended
 from slm_transformerlens.errors import VocabularyError
@@ -40,6 +45,7 @@ class GenericFamily:
     """Reader for any supported HF causal LM with numbered unit tokens."""
 
     name = "generic"
+    conventions = DEFAULT_CONVENTIONS  # slamkit's: bare units when all speech, text words verbatim
 
     def detect(self, directory: Path) -> bool:
         return (directory / "config.json").is_file()

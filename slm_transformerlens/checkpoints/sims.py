@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slm_transformerlens.checkpoints.base import (
+    DEFAULT_CONVENTIONS,
     CheckpointLayout,
     LoadOptions,
     register_family,
@@ -65,6 +66,7 @@ class SimsFamily:
     """Reader for slamkit ``UnitLM`` (SIMS) checkpoints."""
 
     name = "sims"
+    conventions = DEFAULT_CONVENTIONS  # slamkit's: bare units when all speech, text words verbatim
 
     def detect(self, directory: Path) -> bool:
         path = directory / "config.json"

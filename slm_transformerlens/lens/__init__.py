@@ -6,13 +6,14 @@ The stable entry point for reading a residual vector is :meth:`Lens.logits`::
     logits = lens.logits(resid, layer) # resid [..., d_model] from blocks.{layer}.hook_resid_post; fp32 [..., d_vocab]
 """
 
-from slm_transformerlens.lens.analysis import LensInputs, as_lens_inputs, lens_table, read_plan, readout_frame
+from slm_transformerlens._deprecation import deprecated_attributes
+from slm_transformerlens.hooks import hook_name
+from slm_transformerlens.lens.analysis import lens_table, read_plan, readout_frame
 from slm_transformerlens.lens.base import (
     SITES,
     Lens,
     LensError,
     Site,
-    hook_name,
     resolve_layers,
     stream_index,
 )
@@ -43,7 +44,6 @@ __all__ = [
     "VIEWS",
     "Lens",
     "LensError",
-    "LensInputs",
     "LogitLens",
     "ReadoutPlan",
     "Site",
@@ -54,7 +54,6 @@ __all__ = [
     "ViewReadout",
     "WordTargetResolver",
     "WordTargets",
-    "as_lens_inputs",
     "capture_residuals",
     "evaluate_lenses",
     "frozen",
@@ -76,3 +75,12 @@ __all__ = [
     "vocab_views",
     "wilson_interval",
 ]
+
+#: Deprecated: analyses take an :class:`~slm_transformerlens.spans.EncodedBatch` (``model.encode(x)``).
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "LensInputs": "slm_transformerlens.spans:EncodedBatch",
+        "as_lens_inputs": "slm_transformerlens.spans:as_encoded_batch",
+    },
+)

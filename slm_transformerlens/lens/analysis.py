@@ -9,7 +9,6 @@ probabilities of the requested targets, the probability mass per vocabulary grou
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,48 +17,34 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, ViewReadout, read_many, target_tensor, vocab_views
+from slm_transformerlens.spans import EncodedBatch, WordSpanError, WordSpans, as_encoded_batch
 
-__all__ = ["LensInputs", "as_lens_inputs", "lens_table", "read_plan", "readout_frame"]
-
-
-@dataclass
-class LensInputs:
-    """Tokens, attention mask and word spans of a batch (what ``model.encode`` returns)."""
-
-    tokens: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"] | None = None
-    word_spans: pd.DataFrame | None = None
+__all__ = ["encoded_inputs", "lens_table", "read_plan", "readout_frame"]
 
 
-def as_lens_inputs(model: Any, inputs: Any, word_spans: pd.DataFrame | None = None) -> LensInputs:
-    """Normalise what a user passes: a token tensor, an ``EncodedBatch``-like object, a
-    ``(tokens, word_spans)`` pair, a mapping with ``tokens`` / ``word_spans``, or ``Speech`` / ``Text``
-    inputs (encoded with ``model.encode``)."""
-    if isinstance(inputs, Tensor):
-        tokens = inputs if inputs.ndim == 2 else inputs.reshape(1, -1)
-        return LensInputs(tokens.long(), None, word_spans)
-    if isinstance(inputs, Mapping):
-        return LensInputs(
-            torch.as_tensor(inputs["tokens"]).long().reshape(-1, torch.as_tensor(inputs["tokens"]).shape[-1]),
-            inputs.get("attention_mask"),
-            inputs.get("word_spans", word_spans),
-        )
-    if isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
-        tokens = inputs[0] if inputs[0].ndim == 2 else inputs[0].reshape(1, -1)
-        return LensInputs(tokens.long(), None, inputs[1])
-    if hasattr(inputs, "tokens") and hasattr(inputs, "word_spans"):
-        return LensInputs(inputs.tokens, getattr(inputs, "attention_mask", None), inputs.word_spans)
-    if hasattr(model, "encode"):
-        encoded = model.encode(inputs)
-        return LensInputs(encoded.tokens, encoded.attention_mask, encoded.word_spans)
-    raise LensError(
-        f"cannot read {type(inputs).__name__} as lens input: pass a token tensor with word_spans=..., "
-        "an EncodedBatch, or Speech/Text inputs"
-    )
+#: Deprecated names: a batch is an :class:`~slm_transformerlens.spans.EncodedBatch`.
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "LensInputs": "slm_transformerlens.spans:EncodedBatch",
+        "as_lens_inputs": "slm_transformerlens.spans:as_encoded_batch",
+    },
+)
+
+
+def encoded_inputs(model: Any, inputs: Any, word_spans: WordSpans | pd.DataFrame | None = None) -> EncodedBatch:
+    """:func:`~slm_transformerlens.spans.as_encoded_batch`, with a :class:`LensError` for unreadable input."""
+    if isinstance(word_spans, WordSpans):
+        word_spans = word_spans.frame
+    try:
+        return as_encoded_batch(model, inputs, word_spans)
+    except WordSpanError as error:
+        raise LensError(str(error)) from error
 
 
 def readout_frame(
@@ -145,7 +130,7 @@ def lens_table(
     inputs: Any,
     *,
     lens: Lens | None = None,
-    word_spans: pd.DataFrame | None = None,
+    word_spans: WordSpans | pd.DataFrame | None = None,
     positions: str = "last",
     modalities: Sequence[str] | None = None,
     layers: int | Sequence[int] | None = None,
@@ -185,7 +170,7 @@ def lens_table(
     """
     lens = lens if lens is not None else LogitLens(model)
     vocab = model.speech_vocab
-    batch = as_lens_inputs(model, inputs, word_spans)
+    batch = encoded_inputs(model, inputs, word_spans)
     device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
     tokens = batch.tokens.to(device)
     if plan is None:

@@ -26,9 +26,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.errors import SLMError
 
-__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "hook_name", "resolve_layers", "stream_index"]
+__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "resolve_layers", "stream_index"]
+
+#: ``hook_name(layer, site)`` moved to :func:`slm_transformerlens.hooks.hook_name` (``(site, layer)`` order).
+__getattr__ = deprecated_attributes(__name__, {"hook_name": "slm_transformerlens.hooks:hook_name"})
 
 Site = Literal["resid_pre", "resid_mid", "resid_post"]
 #: The residual-stream sites a lens can read.
@@ -44,11 +48,6 @@ def check_site(site: str) -> str:
     if site not in SITES:
         raise LensError(f"unknown residual site {site!r}; choose one of {list(SITES)}")
     return site
-
-
-def hook_name(layer: int, site: str) -> str:
-    """The bridge hook name of a residual site, e.g. ``blocks.3.hook_resid_post``."""
-    return f"blocks.{int(layer)}.hook_{check_site(site)}"
 
 
 def stream_index(layer: int, site: str) -> int:

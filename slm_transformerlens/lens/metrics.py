@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from slm_transformerlens.lens.analysis import as_lens_inputs, read_plan
+from slm_transformerlens.lens.analysis import encoded_inputs, read_plan
 from slm_transformerlens.lens.base import Lens, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
+from slm_transformerlens.spans import WordSpans
 
 __all__ = [
     "peak_layers",
@@ -46,12 +47,6 @@ def wilson_interval(hits: np.ndarray | int, n: np.ndarray | int, confidence: flo
         half = z * np.sqrt(p * (1 - p) / n_a + z**2 / (4 * n_a**2)) / denom
         low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
     return low, high
-
-
-def _next_words(spans: pd.DataFrame) -> list[str | None]:
-    ordered = spans.sort_values(["utterance", "word_index"])
-    nxt = ordered.groupby("utterance")["word"].shift(-1)
-    return [None if pd.isna(w) else str(w) for w in nxt.reindex(spans.index)]
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -114,14 +109,14 @@ def transcription_table(
     frames: list[pd.DataFrame] = []
     utterance_offset = 0
     for item in tqdm(dataset, total=total, desc="lens: transcription", disable=not progress, unit="utt"):
-        batch = as_lens_inputs(model, item)
-        if batch.word_spans is None:
+        batch = encoded_inputs(model, item)
+        if batch.spans is None:
             raise ValueError(
                 "every dataset item needs word spans (a word-span table) for the transcription metrics"
             )
         tokens = batch.tokens.to(device)
-        spans = batch.word_spans.reset_index(drop=True).copy()
-        spans["next_word"] = _next_words(spans)
+        spans = batch.spans.frame.reset_index(drop=True).copy()
+        spans["next_word"] = WordSpans(spans).next_words()
         plan = plan_readouts(
             tokens, spans, mode=positions, modalities=modalities, attention_mask=batch.attention_mask
         )

@@ -19,11 +19,13 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from slm_transformerlens.lens.base import LensError, check_site, hook_name
+from slm_transformerlens._deprecation import deprecated_attributes
+from slm_transformerlens.hooks import hook_name
+from slm_transformerlens.lens.base import LensError, check_site
+from slm_transformerlens.spans import WordSpans
 
 __all__ = [
     "POSITION_MODES",
-    "SPAN_COLUMNS",
     "PositionMode",
     "ReadoutPlan",
     "capture_residuals",
@@ -34,8 +36,8 @@ PositionMode = Literal["all", "last", "first", "every", "mean"]
 #: ``all`` every (non-padding) position; ``last`` / ``first`` unit of each word span; ``every`` unit of
 #: each span (one row per unit); ``mean`` the mean residual over each span (one row per word).
 POSITION_MODES: tuple[str, ...] = ("all", "last", "first", "every", "mean")
-#: Columns a word-span table must have (as ``EncodedBatch.word_spans``).
-SPAN_COLUMNS: tuple[str, ...] = ("utterance", "word_index", "word", "modality", "start", "stop")
+#: ``SPAN_COLUMNS`` moved to :data:`slm_transformerlens.spans.REQUIRED_SPAN_COLUMNS` (deprecated here).
+__getattr__ = deprecated_attributes(__name__, {"SPAN_COLUMNS": "slm_transformerlens.spans:REQUIRED_SPAN_COLUMNS"})
 
 
 @dataclass
@@ -68,19 +70,9 @@ class ReadoutPlan:
         return int(self.member_pos.max()) if self.member_pos.numel() else -1
 
 
-def _check_spans(word_spans: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in SPAN_COLUMNS if c not in word_spans.columns]
-    if missing:
-        raise LensError(
-            f"the word-span table lacks columns {missing}; it needs {list(SPAN_COLUMNS)} "
-            "(as model.encode(...).word_spans gives)"
-        )
-    return word_spans
-
-
 def plan_readouts(
     n_positions: int | Int[Tensor, "batch pos"],
-    word_spans: pd.DataFrame | None = None,
+    word_spans: WordSpans | pd.DataFrame | None = None,
     *,
     mode: str = "last",
     modalities: Sequence[str] | None = None,
@@ -90,8 +82,8 @@ def plan_readouts(
 
     Args:
         n_positions: the token tensor ``[batch, pos]`` (or just its length for one utterance).
-        word_spans: the word-span table (columns :data:`SPAN_COLUMNS`; ``utterance`` is the batch
-            row). Required for every mode but ``all``.
+        word_spans: the word spans (:class:`~slm_transformerlens.spans.WordSpans` or its table;
+            ``utterance`` is the batch row). Required for every mode but ``all``.
         mode: one of :data:`POSITION_MODES`.
         modalities: keep only spans of these modalities (e.g. ``("speech",)``); ``None`` keeps all.
         attention_mask: ``[batch, pos]``; positions with 0 are skipped in ``all`` mode.
@@ -108,22 +100,12 @@ def plan_readouts(
         batch, length = 1, int(n_positions)
     spans = None
     if word_spans is not None:
-        spans = _check_spans(word_spans)
+        selected = WordSpans.coerce(word_spans, error=LensError)
         if modalities is not None:
-            spans = spans[spans["modality"].isin(list(modalities))]
-        spans = (
-            spans[spans["stop"] > spans["start"]].sort_values(["utterance", "start"]).reset_index(drop=True)
-        )
-        if len(spans) and (
-            int(spans["start"].min()) < 0
-            or int(spans["stop"].max()) > length
-            or int(spans["utterance"].max()) >= batch
-            or int(spans["utterance"].min()) < 0
-        ):
-            raise LensError(
-                f"word spans reach outside the token tensor [batch={batch}, pos={length}]; "
-                "was the span table made for these tokens?"
-            )
+            selected = selected.of_modality(*modalities)
+        selected = selected.with_tokens().in_token_order()
+        selected.check_within(batch, length, error=LensError)
+        spans = selected.frame
     elif mode != "all":
         raise LensError(
             f"position mode {mode!r} needs a word-span table (word_spans=...); only 'all' works without one"
@@ -245,7 +227,7 @@ def capture_residuals(
 
         return hook
 
-    hooks = [(hook_name(layer, site), make_hook((layer, site))) for layer, site in wanted]
+    hooks = [(hook_name(site, layer), make_hook((layer, site))) for layer, site in wanted]
     kwargs: dict[str, Any] = {"return_type": None}
     if attention_mask is not None and bool((attention_mask == 0).any()):
         kwargs["attention_mask"] = attention_mask.to(device)
@@ -253,5 +235,5 @@ def capture_residuals(
         model(tokens, **kwargs)
     missing = [key for key in wanted if key not in out]
     if missing:
-        raise LensError(f"the forward pass never reached hooks {[hook_name(*k) for k in missing[:3]]}")
+        raise LensError(f"the forward pass never reached hooks {[hook_name(site, layer) for layer, site in missing[:3]]}")
     return out

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slm_transformerlens.lens.analysis import as_lens_inputs
-from slm_transformerlens.lens.base import Lens, LensError, hook_name, resolve_layers
+from slm_transformerlens.hooks import hook_name
+from slm_transformerlens.lens.analysis import encoded_inputs
+from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
 from slm_transformerlens.lens.tuned_lens import TunedLens
 
 __all__ = ["evaluate_lenses", "frozen", "train_tuned_lens"]
@@ -42,7 +43,7 @@ def frozen(model: Any) -> Any:
 
 
 def _batch(model: Any, item: Any) -> tuple[Tensor, Tensor | None]:
-    inputs = as_lens_inputs(model, item)
+    inputs = encoded_inputs(model, item)
     mask = inputs.attention_mask
     return inputs.tokens, (None if mask is None or bool((mask != 0).all()) else mask)
 
@@ -89,8 +90,11 @@ def train_tuned_lens(
         num_steps: optimiser steps.
         lr_scale: tuned-lens' learning-rate scale; SGD's lr is ``lr_scale * (1 - momentum)``.
         momentum, weight_decay, max_grad_norm, warmup_steps: as in tuned-lens (warm-up then linear decay).
-        layers: the streams to train (``resid_pre`` block indices, i.e. ``hidden_states`` indices); ``None``
-            trains all of them. Untrained translators stay the identity.
+        layers: block indices ``0..n_layers-1`` (negatives count from the end) whose translators are
+            trained: block ``l``'s ``resid_pre`` translator (and ``resid_mid`` with ``include_mid``); as in
+            every ``layers=`` argument of this package. ``None`` trains all of them. Untrained translators
+            stay the identity. (Block ``l``'s ``resid_pre`` is Hugging Face's ``hidden_states[l]``, which is
+            why earlier releases described these as hidden-state indices: the numbers are the same.)
         include_mid: also train ``resid_mid`` translators (creates them on a fresh lens).
         progress: tqdm progress bar.
 
@@ -109,7 +113,7 @@ def train_tuned_lens(
     keys = [(layer, "resid_pre") for layer in streams]
     if include_mid:
         keys += [(layer, "resid_mid") for layer in streams]
-    names = sorted({hook_name(*key) for key in keys})
+    names = sorted({hook_name(site, layer) for layer, site in keys})
     params = [p for key in keys for p in lens.translator(*key).parameters()]  # type: ignore[union-attr]
     opt = torch.optim.SGD(
         params, lr=lr_scale * (1 - momentum), momentum=momentum, nesterov=True, weight_decay=weight_decay
@@ -138,7 +142,7 @@ def train_tuned_lens(
             opt.zero_grad(set_to_none=False)
             total = 0.0
             for layer, site in keys:
-                h = acts[hook_name(layer, site)].reshape(-1, lens.d_model)
+                h = acts[hook_name(site, layer)].reshape(-1, lens.d_model)
                 loss = _kl(final_logp, lens.logits(h, layer, site), weights)
                 loss.backward()
                 total += float(loss.detach())
@@ -181,7 +185,7 @@ def evaluate_lenses(
         raise LensError("pass at least one lens, e.g. {'logit': LogitLens(model), 'tuned': tuned}")
     first = next(iter(lenses.values()))
     layer_list = resolve_layers(layers, first.n_layers)
-    names = [hook_name(layer, site) for layer in layer_list]
+    names = [hook_name(site, layer) for layer in layer_list]
     sums: dict[tuple[str, int], list[float]] = {
         (n, layer): [0.0, 0.0, 0.0, 0.0] for n in lenses for layer in layer_list
     }
@@ -198,7 +202,7 @@ def evaluate_lenses(
         labels[~valid] = -100
         valid_flat, labels_flat = valid.reshape(-1), labels.reshape(-1)
         for layer in layer_list:
-            h = acts[hook_name(layer, site)].reshape(-1, first.d_model)
+            h = acts[hook_name(site, layer)].reshape(-1, first.d_model)
             for name, lens in lenses.items():
                 acc = sums[(name, layer)]
                 with torch.no_grad():

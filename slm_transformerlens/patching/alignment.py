@@ -34,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.spans import WordSpanError, WordSpans
 
 __all__ = [
     "SPAN_MODES",
@@ -50,7 +51,6 @@ SpanMode = Literal["last", "mean", "resample"]
 Direction = Literal["denoise", "noise"]
 Run = Literal["clean", "corrupted"]
 SPAN_MODES: tuple[str, ...] = ("last", "mean", "resample")
-_SPAN_COLUMNS = ("word_index", "word", "modality", "start", "stop")
 
 
 class PatchingError(SLMError, ValueError):
@@ -160,19 +160,17 @@ def _resample(n_target: int, n_source: int) -> list[int]:
     return [(2 * j * (n_source - 1) + (n_target - 1)) // (2 * (n_target - 1)) for j in range(n_target)]
 
 
-def _normalise_spans(spans: pd.DataFrame, run: str) -> pd.DataFrame:
-    missing = [c for c in _SPAN_COLUMNS if c not in spans.columns]
-    if missing:
+def _normalise_spans(spans: WordSpans | pd.DataFrame, run: str) -> pd.DataFrame:
+    try:
+        table = WordSpans.coerce(spans, error=PatchingError)
+    except PatchingError as error:
+        raise PatchingError(f"{run} run: {error}") from None
+    if table.n_utterances > 1:
         raise PatchingError(
-            f"the {run} word-span table lacks columns {missing}; it needs {list(_SPAN_COLUMNS)} "
-            "(as made by model.encode(...).word_spans)"
-        )
-    if "utterance" in spans.columns and spans["utterance"].nunique() > 1:
-        raise PatchingError(
-            f"the {run} word-span table holds {spans['utterance'].nunique()} utterances; a PatchPair is one "
+            f"the {run} word-span table holds {table.n_utterances} utterances; a PatchPair is one "
             "clean and one corrupted utterance: select one with spans[spans.utterance == k]"
         )
-    return spans.sort_values("start", kind="stable").reset_index(drop=True)
+    return table.in_token_order().frame
 
 
 def _as_1d(tokens: Tensor | Sequence[int], run: str) -> Int[Tensor, " pos"]:
@@ -224,8 +222,8 @@ class PatchPair:
         cls,
         clean_tokens: Int[Tensor, "... pos_clean"] | Sequence[int],
         corrupted_tokens: Int[Tensor, "... pos_corrupted"] | Sequence[int],
-        clean_spans: pd.DataFrame,
-        corrupted_spans: pd.DataFrame,
+        clean_spans: WordSpans | pd.DataFrame,
+        corrupted_spans: WordSpans | pd.DataFrame,
         *,
         span_mode: SpanMode = "last",
         tokenizer: Any = None,
@@ -301,7 +299,7 @@ class PatchPair:
                     f"the {run} input encodes to {batch.tokens.shape[0]} utterances; pass one utterance"
                 )
             length = batch.lengths[0]
-            encoded.append((batch.tokens[0, :length], batch.word_spans))
+            encoded.append((batch.tokens[0, :length], batch.spans))
         (ct, cs), (rt, rs) = encoded
         return cls.from_tokens(
             ct, rt, cs, rs, span_mode=span_mode, tokenizer=getattr(model, "tokenizer", None)
@@ -328,11 +326,14 @@ class PatchPair:
         ``"first"`` / ``"last"``: its first / last token; ``"before"``: the position just before its first
         token (where the model PREDICTS the word, e.g. to score the next text word).
         """
-        rows = self.spans(run)
-        row = rows[rows["word_index"] == word_index]
-        if row.empty or int(row["start"].iloc[0]) < 0:
+        spans = WordSpans(self.spans(run))
+        try:
+            word = spans.word(word_index, int(spans["utterance"].iloc[0]) if len(spans) else 0)
+        except WordSpanError:
+            word = None
+        if word is None or word.start < 0:
             raise PatchingError(f"word_index {word_index} has no tokens in the {run} run")
-        start, stop = int(row["start"].iloc[0]), int(row["stop"].iloc[0])
+        start, stop = word.start, word.stop
         if which == "first":
             return start
         if which == "last":

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from slm_transformerlens._deprecation import deprecated_attributes
+from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.patching.alignment import PatchingError
 
-__all__ = ["COMPONENTS", "HEAD_COMPONENTS", "Component", "check_components", "hook_name", "source_hooks"]
+__all__ = ["COMPONENTS", "HEAD_COMPONENTS", "Component", "check_components", "patch_hook_name", "source_hooks"]
 
 Component = Literal[
     "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "head_out_all_pos"
@@ -34,15 +36,18 @@ COMPONENTS: tuple[str, ...] = (
 )
 HEAD_COMPONENTS: tuple[str, ...] = ("head_out", "head_out_all_pos")
 
-_HOOK = {
-    "resid_pre": "hook_resid_pre",
-    "resid_mid": "hook_attn_out",
-    "resid_post": "hook_resid_post",
-    "attn_out": "hook_attn_out",
-    "mlp_out": "hook_mlp_out",
-    "head_out": "attn.hook_z",
-    "head_out_all_pos": "attn.hook_z",
+#: The activation (TransformerLens name) each component's patch is written at.
+_WRITTEN_AT = {
+    "resid_pre": "resid_pre",
+    "resid_mid": "attn_out",
+    "resid_post": "resid_post",
+    "attn_out": "attn_out",
+    "mlp_out": "mlp_out",
+    "head_out": "z",
+    "head_out_all_pos": "z",
 }
+#: ``components.hook_name(component, layer)`` was this module's own hook-name function (deprecated).
+__getattr__ = deprecated_attributes(__name__, {"hook_name": "slm_transformerlens.patching.components:patch_hook_name"})
 
 
 def check_components(components: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -54,13 +59,13 @@ def check_components(components: str | tuple[str, ...] | list[str]) -> tuple[str
     return names
 
 
-def hook_name(component: str, layer: int) -> str:
-    """The standard hook point a component's patch is written at."""
-    return f"blocks.{layer}.{_HOOK[component]}"
+def patch_hook_name(component: str, layer: int) -> str:
+    """The standard hook point a component's patch is written at (``resid_mid``: ``hook_attn_out``)."""
+    return hook_name(_WRITTEN_AT[component], layer)
 
 
 def source_hooks(component: str, layer: int) -> list[str]:
     """The hook points whose source-run activations a component's patch needs."""
     if component == "resid_mid":
-        return [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_attn_out"]
-    return [hook_name(component, layer)]
+        return [hook_name("resid_pre", layer), hook_name("attn_out", layer)]
+    return [patch_hook_name(component, layer)]

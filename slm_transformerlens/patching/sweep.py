@@ -29,7 +29,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from slm_transformerlens.patching.alignment import Direction, PatchingError, PatchPair, source_run, target_run
-from slm_transformerlens.patching.components import HEAD_COMPONENTS, check_components, hook_name, source_hooks
+from slm_transformerlens.patching.components import (
+    HEAD_COMPONENTS,
+    check_components,
+    patch_hook_name,
+    source_hooks,
+)
 from slm_transformerlens.patching.metrics import PatchMetric
 
 __all__ = [
@@ -259,7 +264,7 @@ def _patch_hooks(
         values = mapped[(job.component, job.layer)]
         positions = all_targets if job.slot < 0 else slot_targets[job.slot]
         group = mid if job.component == "resid_mid" else plain
-        entries = group[hook_name(job.component, job.layer)]
+        entries = group[patch_hook_name(job.component, job.layer)]
         for p in positions:
             entries.rows.append(row)
             entries.positions.append(p)

@@ -8,6 +8,8 @@ Typical use::
     batch.tokens, batch.word_spans
 """
 
+from slm_transformerlens.checkpoints.spiritlm import normalize_spiritlm_text
+from slm_transformerlens.spans import WORD_SPAN_COLUMNS, EncodedBatch, WordSpans
 from slm_transformerlens.speech.alignment import (
     WordTiming,
     as_word_timings,
@@ -28,14 +30,7 @@ from slm_transformerlens.speech.audio import (
 )
 from slm_transformerlens.speech.features import HubertFeatureExtractor
 from slm_transformerlens.speech.inputs import EmptyWordPolicy, Speech, Text, TimedToken, timed_tokens
-from slm_transformerlens.speech.interleave import (
-    WORD_SPAN_COLUMNS,
-    EncodedBatch,
-    encode_utterances,
-    family_string,
-    is_speech_input,
-    normalize_spiritlm_text,
-)
+from slm_transformerlens.speech.interleave import encode_utterances, family_string, is_speech_input
 from slm_transformerlens.speech.plans import interleave, plan_mask, poisson_span_mask
 from slm_transformerlens.speech.quantizers import (
     KMeansQuantizer,
@@ -65,6 +60,7 @@ __all__ = [
     "SpeechTokenizer",
     "Text",
     "TimedToken",
+    "WordSpans",
     "WordTiming",
     "as_word_timings",
     "dedup_units",

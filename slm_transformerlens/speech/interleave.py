@@ -41,40 +41,31 @@ from typing import Any
 
 import pandas as pd
 import torch
-from jaxtyping import Int
-from torch import Tensor
 
+from slm_transformerlens._deprecation import deprecated_attributes
+from slm_transformerlens.checkpoints import StringConventions, conventions_of
 from slm_transformerlens.errors import SpeechInputError, VocabularyError
+from slm_transformerlens.spans import WORD_SPAN_COLUMNS, EncodedBatch
 from slm_transformerlens.speech.inputs import EmptyWordPolicy, Speech, Text
 from slm_transformerlens.speech.units import unit_start_frames
 from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = [
-    "SPIRITLM_HUBERT_RATE",
-    "WORD_SPAN_COLUMNS",
     "EncodedBatch",
     "encode_utterances",
     "family_string",
     "is_speech_input",
-    "normalize_spiritlm_text",
 ]
 
-#: SpiritLM's HuBERT token rate used to merge units with pitch/style tokens by time.
-SPIRITLM_HUBERT_RATE: float = 24.99
-
-WORD_SPAN_COLUMNS: tuple[str, ...] = (
-    "utterance",
-    "word_index",
-    "word",
-    "modality",
-    "start",
-    "stop",
-    "last",
-    "n_tokens",
-    "n_units",
-    "start_s",
-    "end_s",
-    "token_text",
+#: Moved names (deprecated here): the span schema lives in :mod:`slm_transformerlens.spans`, SpiritLM's
+#: conventions on its family object (:mod:`slm_transformerlens.checkpoints.spiritlm`).
+__getattr__ = deprecated_attributes(
+    __name__,
+    {
+        "WORD_SPAN_COLUMNS": "slm_transformerlens.spans:WORD_SPAN_COLUMNS",
+        "SPIRITLM_HUBERT_RATE": "slm_transformerlens.checkpoints.spiritlm:SPIRITLM_HUBERT_RATE",
+        "normalize_spiritlm_text": "slm_transformerlens.checkpoints.spiritlm:normalize_spiritlm_text",
+    },
 )
 
 Segment = Speech | Text
@@ -106,27 +97,6 @@ def _as_batch(x: Any) -> list[list[Segment]]:
     return [list(u) for u in x]
 
 
-@dataclass(frozen=True)
-class EncodedBatch:
-    """Token ids of a batch of utterances and where each word is.
-
-    Attributes:
-        tokens: ``[batch, pos]`` ids, right-padded with the pad id.
-        attention_mask: ``[batch, pos]``, 1 for real tokens, 0 for padding.
-        word_spans: one row per word; columns :data:`WORD_SPAN_COLUMNS` (``start``/``stop`` half-open
-            token positions, ``last`` = ``stop - 1``, for a spoken word its last unit).
-    """
-
-    tokens: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
-    word_spans: pd.DataFrame
-
-    @property
-    def lengths(self) -> list[int]:
-        """Real (unpadded) length of each utterance."""
-        return [int(n) for n in self.attention_mask.sum(dim=1)]
-
-
 # ---------------------------------------------------------------------------------------------- pieces
 @dataclass
 class _Piece:
@@ -134,14 +104,6 @@ class _Piece:
     kind: str  # "marker" | "unit" | "pitch" | "style" | "text"
     expected_id: int | None
     row: int | None  # index into the utterance's word rows
-
-
-_PUNCT = re.compile(r"[^\w\s']", re.UNICODE)
-
-
-def normalize_spiritlm_text(word: str) -> str:
-    """SpiritLM text convention for one word: lowercase, punctuation removed (intra-word ``'`` kept)."""
-    return _PUNCT.sub("", word.lower()).strip().strip("'")
 
 
 def _marker_strings(vocab: SpeechVocab) -> dict[str, str]:
@@ -159,7 +121,10 @@ def _forbidden_in_text(vocab: SpeechVocab, tokenizer: Any) -> re.Pattern[str]:
 
 
 def _speech_pieces(
-    segment: Speech, vocab: SpeechVocab, rows: list[dict[str, Any]], row_of_unit: list[int | None]
+    segment: Speech,
+    vocab: SpeechVocab,
+    conventions: StringConventions,
+    row_of_unit: list[int | None],
 ) -> list[_Piece]:
     if max(segment.units) >= vocab.n_units:
         bad = max(segment.units)
@@ -169,7 +134,7 @@ def _speech_pieces(
         )
     timed: list[tuple[float, int, _Piece]] = []
     if segment.pitch or segment.style:
-        if vocab.family != "spiritlm":
+        if not conventions.expressive_tokens:
             warnings.warn(
                 f"pitch/style tokens are a SpiritLM Expressive convention; family {vocab.family!r}",
                 stacklevel=4,
@@ -192,7 +157,7 @@ def _speech_pieces(
                 )
                 timed.append((token.time, order, piece))
     starts = unit_start_frames(segment.durations or (), segment.frame_offset)
-    rate = SPIRITLM_HUBERT_RATE if vocab.family == "spiritlm" else 1.0 / segment.frame_duration
+    rate = conventions.unit_rate(segment.frame_duration)
     for k, unit in enumerate(segment.units):
         piece = _Piece(vocab.unit_format.format(unit), "unit", vocab.units.start + unit, row_of_unit[k])
         timed.append((float(starts[k]) / rate, 2, piece))
@@ -209,12 +174,12 @@ def _utterance_pieces(
 ) -> tuple[list[_Piece], list[dict[str, Any]]]:
     if not utterance:
         raise SpeechInputError("an utterance needs at least one segment")
-    family = vocab.family
+    conventions = conventions_of(vocab.family)
     markers = _marker_strings(vocab)
     all_speech = all(isinstance(s, Speech) for s in utterance)
-    use_markers = bool(markers) and not (
-        all_speech and not (speech_only_marker or (speech_only_marker is None and family == "spiritlm"))
-    )
+    if speech_only_marker is None:
+        speech_only_marker = conventions.speech_only_marker
+    use_markers = bool(markers) and not (all_speech and not speech_only_marker)
     pieces: list[_Piece] = []
     rows: list[dict[str, Any]] = []
     previous: str | None = None
@@ -235,10 +200,7 @@ def _utterance_pieces(
                         f"text word {word!r} contains the token {found.group(0)!r} (a marker, unit or special token); "
                         "text segments must be plain text: use Speech segments for units and let the encoder insert markers"
                     )
-                token_text = word
-                if family == "spiritlm":
-                    normalized = normalize_spiritlm_text(word)
-                    token_text = " " + normalized if normalized else ""
+                token_text = conventions.text_string(word)
                 times = segment.times[k] if segment.times is not None else (math.nan, math.nan)
                 rows.append(
                     {
@@ -281,7 +243,7 @@ def _utterance_pieces(
                 }
             )
             row_of_unit = [len(rows) - 1] * len(segment.units)
-        pieces.extend(_speech_pieces(segment, vocab, rows, row_of_unit))
+        pieces.extend(_speech_pieces(segment, vocab, conventions, row_of_unit))
     return pieces, rows
 
 
