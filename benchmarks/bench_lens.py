@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def build(directory: Path) -> None:
-    from slm_transformerlens.testing import make_smollm2_checkpoint
+    from slm_transformerlens.builders import make_smollm2_checkpoint
 
     make_smollm2_checkpoint(directory, layout="sims")
 
@@ -35,7 +35,7 @@ def utterance(model, n_tokens: int, seed: int):
     import pandas as pd
     import torch
 
-    from slm_transformerlens.testing import SAMPLE_TEXT
+    from slm_transformerlens.builders import SAMPLE_TEXT
 
     g = torch.Generator().manual_seed(seed)
     vocab = model.speech_vocab

@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=1024)
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from slm_transformerlens.testing import make_spiritlm_checkpoint
+    from slm_transformerlens.builders import make_spiritlm_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         for weights in ("safetensors", "bin"):

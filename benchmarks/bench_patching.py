@@ -41,7 +41,7 @@ from slm_transformerlens.speech.inputs import Speech, Text
 
 
 def build_model(checkpoint: str | None) -> slt.HookedSLM:
-    from slm_transformerlens.testing import make_smollm2_checkpoint
+    from slm_transformerlens.builders import make_smollm2_checkpoint
 
     if checkpoint and (Path(checkpoint) / "config.json").is_file():
         return slt.load(checkpoint, tokenizer=Path(checkpoint) / "base_tokenizer", progress=False)

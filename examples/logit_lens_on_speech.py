@@ -15,10 +15,10 @@ import argparse
 from pathlib import Path
 
 import slm_transformerlens as slt
-from slm_transformerlens.demo import build_demo_assets, demo_utterances
-from slm_transformerlens.html import save_chart
+from slm_transformerlens.apps.demo import build_demo_assets, demo_utterances
 from slm_transformerlens.lens import lens_table, summarize_transcription, transcription_table
-from slm_transformerlens.plotting import lens_heatmap
+from slm_transformerlens.viz.charts import lens_heatmap
+from slm_transformerlens.viz.html import save_chart
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 
 import slm_transformerlens as slt
-from slm_transformerlens.demo import build_demo_assets, demo_utterances
+from slm_transformerlens.apps.demo import build_demo_assets, demo_utterances
+from slm_transformerlens.builders import SAMPLE_TEXT
 from slm_transformerlens.lens import LogitLens, TunedLens, evaluate_lenses, lens_table, train_tuned_lens
-from slm_transformerlens.testing import SAMPLE_TEXT
 
 
 def main() -> None:

@@ -17,18 +17,18 @@ from pathlib import Path
 import torch
 
 import slm_transformerlens as slt
-from slm_transformerlens.demo import build_demo_assets
-from slm_transformerlens.html import save_chart
+from slm_transformerlens.apps.demo import build_demo_assets
 from slm_transformerlens.patching import (
     LensMetric,
     PatchPair,
     TokenLogProb,
     activation_patch_sweep,
     attribution_patch_sweep,
-    patching_heatmap,
     text_token_id,
 )
 from slm_transformerlens.speech import Speech, Text
+from slm_transformerlens.viz.html import save_chart
+from slm_transformerlens.viz.patching import patching_heatmap
 
 
 def main() -> None:

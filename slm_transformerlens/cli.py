@@ -18,7 +18,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from slm_transformerlens.summary import describe_checkpoint, format_description
+    from slm_transformerlens.apps.summary import describe_checkpoint, format_description
 
     description = describe_checkpoint(
         args.path, family=args.family, tokenizer=args.tokenizer, unit_format=args.unit_format
@@ -31,7 +31,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from slm_transformerlens.demo import run_demo
+    from slm_transformerlens.apps.demo import run_demo
 
     result = run_demo(
         args.out,
@@ -46,8 +46,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     import slm_transformerlens as slt
+    from slm_transformerlens.apps.report import write_lens_report
     from slm_transformerlens.lens import TunedLens
-    from slm_transformerlens.report import write_lens_report
     from slm_transformerlens.speech.dataset import load_speech_dataset
 
     model = slt.load(

@@ -10,10 +10,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from pathlib import Path
 
+import jaxtyping
 import pytest
 import torch
 
-from slm_transformerlens import testing
+# Check every annotation of the package at run time (jaxtyping shapes and dtypes, with beartype) while the
+# suite runs: the hook is installed for the whole session, before the package is first imported. PEP 484's
+# numeric tower is on (an int is a valid ``float`` argument, as the typing spec says).
+_TYPECHECK_HOOK = jaxtyping.install_import_hook(
+    "slm_transformerlens", "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
+)
+
+from slm_transformerlens import testing  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -89,7 +97,7 @@ def smollm2_sims_model(smollm2_sims):
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded default (real SmolLM2 + units, random 25 Hz HuBERT, k-means), built once."""
-    from slm_transformerlens.demo import build_demo_assets
+    from slm_transformerlens.apps.demo import build_demo_assets
 
     cache = tmp_path_factory.mktemp("demo-cache")
     build_demo_assets(cache, progress=False)

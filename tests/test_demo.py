@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from slm_transformerlens.apps.demo import DEMO_CLIPS, build_demo_assets, clip_paths
+from slm_transformerlens.apps.report import markdown_table
 from slm_transformerlens.cli import main
-from slm_transformerlens.demo import DEMO_CLIPS, build_demo_assets, clip_paths
 from slm_transformerlens.errors import SpeechInputError
-from slm_transformerlens.report import markdown_table
 from slm_transformerlens.speech.dataset import load_speech_dataset, read_unit_file
 
 
@@ -118,8 +118,8 @@ def test_markdown_table() -> None:
 
 
 def test_report_refuses_an_empty_selection(spiritlm_model, tmp_path: Path) -> None:
+    from slm_transformerlens.apps.report import write_lens_report
     from slm_transformerlens.lens import LensError
-    from slm_transformerlens.report import write_lens_report
     from tests.lens.conftest import make_utterance
 
     tokens, spans = make_utterance(spiritlm_model)

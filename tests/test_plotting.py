@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("altair")
 pytest.importorskip("vl_convert")
 
-from slm_transformerlens.html import save_chart
 from slm_transformerlens.lens import (
     LogitLens,
     TunedLens,
@@ -23,12 +22,13 @@ from slm_transformerlens.lens import (
     summarize_transcription,
     transcription_table,
 )
-from slm_transformerlens.plotting import (
+from slm_transformerlens.viz.charts import (
     lens_heatmap,
     lens_kl_chart,
     modality_mass_chart,
     transcription_rate_chart,
 )
+from slm_transformerlens.viz.html import save_chart
 from tests.lens.conftest import make_utterance
 
 

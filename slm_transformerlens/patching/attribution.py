@@ -20,20 +20,19 @@ import torch
 from torch import Tensor
 
 from slm_transformerlens.patching.alignment import Direction, PatchingError, PatchPair, source_run, target_run
-from slm_transformerlens.patching.components import check_components, source_hooks
+from slm_transformerlens.patching.components import source_hooks
 from slm_transformerlens.patching.metrics import PatchMetric
-from slm_transformerlens.patching.sweep import (
+from slm_transformerlens.patching.spec import (
     PatchJob,
     SweepResult,
-    _check_layers,
-    _check_metrics,
-    _check_model,
-    _evaluate,
+    SweepSpec,
+    baselines_frame,
+    evaluate_metrics,
     mapped_source,
-    plan_jobs,
     result_frame,
     run_with_captures,
 )
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["attribution_patch_sweep"]
 
@@ -52,7 +51,7 @@ def _leaf_if_detached() -> Any:
 
 
 def attribution_patch_sweep(
-    model: Any,
+    model: SpeechLM,
     pair: PatchPair,
     metrics: PatchMetric | Iterable[PatchMetric],
     *,
@@ -75,36 +74,38 @@ def attribution_patch_sweep(
         :class:`SweepResult` with ``method == "attribution"``; ``value`` is the unpatched target-run
         value plus the estimated effect.
     """
-    _check_model(model)
-    metric_list = _check_metrics(metrics)
+    spec = SweepSpec.build(
+        model,
+        metrics,
+        components=components,
+        direction=direction,
+        layers=layers,
+        heads=heads,
+        slots=slots,
+        all_positions=all_positions,
+    )
+    metric_list = list(spec.metrics)
     bad = [m.name for m in metric_list if not m.differentiable]
     if bad:
         raise PatchingError(
             f"metrics {bad} are not differentiable (ranks): use kind='logprob' or 'prob' for attribution"
         )
-    names = check_components(components)
-    layer_list = _check_layers(model, layers)
-    directions: list[Direction] = ["denoise", "noise"] if direction == "both" else [direction]  # type: ignore[list-item]
     device = model.cfg.device
-    hook_names = sorted({h for c in names for layer in layer_list for h in source_hooks(c, layer)})
-    read_hooks = [h for m in metric_list for h in m.hooks()]
+    hook_names = spec.source_hooks
+    read_hooks = spec.read_hooks
     with torch.no_grad():
         plain = {
             run: run_with_captures(model, pair.tokens(run)[None].to(device), [*hook_names, *read_hooks])
             for run in ("clean", "corrupted")
         }
-    values = {run: _evaluate(metric_list, logits, captured, run) for run, (logits, captured) in plain.items()}
+    values = {
+        run: evaluate_metrics(metric_list, logits, captured, run) for run, (logits, captured) in plain.items()
+    }
     clean = {k: float(v[0]) for k, v in values["clean"].items()}
     corrupted = {k: float(v[0]) for k, v in values["corrupted"].items()}
-    baselines = pd.DataFrame(
-        [
-            {"metric": m.name, "run": run, "value": float(values[run][m.name][0])}
-            for m in metric_list
-            for run in values
-        ]
-    )
+    baselines = baselines_frame(metric_list, values)
     frames = []
-    for d in directions:
+    for d in spec.directions:
         target = target_run(d)
         with torch.enable_grad():
             logits, captured = run_with_captures(
@@ -127,7 +128,7 @@ def attribution_patch_sweep(
         del logits, captured, tensors
         matrix = pair.position_map(d)
         mapped_mask = (matrix.sum(dim=1) > 0).to(device)
-        jobs = plan_jobs(pair, d, names, layer_list, int(model.cfg.n_heads), heads, slots, all_positions)
+        jobs = spec.jobs(pair, d)
         slot_targets = {s.index: list(s.targets) for s in pair.slots(d)}
         all_targets = [int(t) for t in torch.nonzero(matrix.sum(dim=1) > 0).flatten()]
         source_acts = plain[source_run(d)][1]

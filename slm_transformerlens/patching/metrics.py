@@ -6,8 +6,8 @@ length). Every metric returns one value per batch row.
 
 - :class:`TokenLogProb`: log-probability (over the full vocabulary) of target token(s) at the output.
 - :class:`LogitDiff`: ``logit[correct] - logit[incorrect]`` at the output.
-- :class:`LensMetric`: the rank, probability or log-probability of a token read through a lens (logit lens
-  by default, or any object with ``logits(resid, layer)``, such as the project's tuned lens) from the
+- :class:`LensMetric`: the rank, probability or log-probability of a token read through a
+  :class:`~slm_transformerlens.lens.Lens` (the model's ``LogitLens`` by default, or a ``TunedLens``) from the
   residual stream at a given layer and position: "which layer writes the transcription that layer m
   reads out".
 
@@ -20,22 +20,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from slm_transformerlens._deprecation import deprecated_attributes, warn_deprecated
+from slm_transformerlens.hooks import hook_name
+from slm_transformerlens.lens.base import SITES, Lens, LensError
+from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.patching.alignment import PatchingError, Run
 
 __all__ = [
-    "FinalNormLens",
-    "LensLike",
     "LensMetric",
     "LogitDiff",
     "PatchMetric",
     "Positions",
     "TokenLogProb",
+    "as_lens",
     "resolve_lens",
     "text_token_id",
 ]
@@ -153,49 +156,33 @@ class LogitDiff(PatchMetric):
         return row[:, self._good].mean(dim=-1) - row[:, self._bad].mean(dim=-1)
 
 
-@runtime_checkable
-class LensLike(Protocol):
-    """Anything that reads a residual stream out as vocabulary logits (the project's ``Lens``)."""
+def as_lens(lens: Lens | Any) -> Lens:
+    """``lens`` itself when it is a :class:`~slm_transformerlens.lens.Lens`, else the logit lens of a model.
 
-    def logits(self, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
-        """fp32 logits of ``resid`` read at ``layer``."""
-        ...
-
-
-class FinalNormLens:
-    """The plain logit lens: the model's final norm (recomputed per input) and unembedding.
-
-    Calls the wrapped Hugging Face modules directly, so no hook point of the model fires (user hooks on
-    ``ln_final`` do not see lens read-outs). Used when no lens is given.
+    Raises:
+        PatchingError: neither a ``Lens`` nor a model with a final norm and an unembedding.
     """
-
-    def __init__(self, model: Any) -> None:
-        try:
-            self.norm = model.ln_final.original_component
-            self.unembed = model.unembed.original_component
-        except AttributeError as error:
-            raise PatchingError(
-                "cannot find the model's final norm and unembedding (model.ln_final / model.unembed); "
-                "pass lens=<an object with logits(resid, layer)>"
-            ) from error
-
-    def logits(self, resid: Float[Tensor, "... d_model"], layer: int) -> Float[Tensor, "... d_vocab"]:
-        """``unembed(final_norm(resid))`` in fp32 (``layer`` is ignored by the logit lens)."""
-        return self.unembed(self.norm(resid)).float()
-
-
-def resolve_lens(model: Any, lens: Any = None) -> LensLike:
-    """The lens to use: ``lens`` when given, else the project's ``LogitLens`` if present, else :class:`FinalNormLens`."""
-    if lens is not None:
-        if not isinstance(lens, LensLike):
-            raise PatchingError(f"lens must have a logits(resid, layer) method, got {type(lens).__name__}")
+    if isinstance(lens, Lens):
         return lens
-    try:  # the project's lens package (written concurrently); fall back to the plain logit lens
-        from slm_transformerlens.lens import LogitLens  # type: ignore[attr-defined]
+    try:
+        return LogitLens(lens)
+    except LensError as error:
+        raise PatchingError(
+            f"lens must be a Lens (LogitLens, TunedLens) or a model, got {type(lens).__name__}: {error}"
+        ) from None
 
-        return LogitLens(model)  # type: ignore[no-any-return]
-    except (ImportError, AttributeError, TypeError):
-        return FinalNormLens(model)
+
+def resolve_lens(model: Any, lens: Lens | None = None) -> Lens:
+    """Deprecated: use :func:`as_lens` (``lens`` when given, else ``LogitLens(model)``)."""
+    warn_deprecated("patching.metrics.resolve_lens(model, lens)", "patching.metrics.as_lens(lens or model)")
+    return as_lens(lens if lens is not None else model)
+
+
+#: ``FinalNormLens`` was a second logit lens (use ``LogitLens``); ``LensLike`` its protocol (use ``Lens``).
+__getattr__ = deprecated_attributes(
+    __name__,
+    {"FinalNormLens": "slm_transformerlens.lens:LogitLens", "LensLike": "slm_transformerlens.lens:Lens"},
+)
 
 
 def text_token_id(model: Any, word: str, *, leading_space: bool = True) -> int:
@@ -214,26 +201,13 @@ def text_token_id(model: Any, word: str, *, leading_space: bool = True) -> int:
     return int(ids[0])
 
 
-def _accepts_site(lens: Any) -> bool:
-    import inspect
-
-    try:
-        parameters = inspect.signature(lens.logits).parameters
-    except (TypeError, ValueError):
-        return False
-    return "site" in parameters
-
-
-_HOOKS = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post", "resid_mid": "hook_resid_mid"}
-
-
 @dataclass
 class LensMetric(PatchMetric):
     """A token read through a lens from the residual stream at ``layer`` and ``position``.
 
     Args:
-        lens: an object with ``logits(resid, layer)`` (``LogitLens``, ``TunedLens``), or a model: then
-            the logit lens (the project's ``LogitLens`` if installed, else :class:`FinalNormLens`).
+        lens: a :class:`~slm_transformerlens.lens.Lens` (``LogitLens``, ``TunedLens``), or a model: then
+            its ``LogitLens``.
         layer: the layer read.
         tokens: the token id(s) scored (e.g. ``text_token_id(model, "girl")``, the spoken word's text
             token); several ids: probabilities summed, best rank.
@@ -246,7 +220,7 @@ class LensMetric(PatchMetric):
         name: the metric's name in result tables (default ``lens_{kind}_L{layer}``).
     """
 
-    lens: Any
+    lens: Lens | Any
     layer: int
     tokens: int | Sequence[int]
     position: Positions
@@ -254,17 +228,16 @@ class LensMetric(PatchMetric):
     vocab: Tensor | Sequence[int] | None = None
     hook: Literal["resid_pre", "resid_mid", "resid_post"] = "resid_post"
     name: str = ""
-    _lens: Any = field(init=False, repr=False)
+    _lens: Lens = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("logprob", "prob", "rank"):
             raise PatchingError(f"kind must be 'logprob', 'prob' or 'rank', got {self.kind!r}")
-        if self.hook not in _HOOKS:
-            raise PatchingError(f"hook must be one of {sorted(_HOOKS)}, got {self.hook!r}")
+        if self.hook not in SITES:
+            raise PatchingError(f"hook must be one of {sorted(SITES)}, got {self.hook!r}")
         self._ids = _token_ids(self.tokens)
         self._pos = _positions(self.position)
-        self._lens = self.lens if isinstance(self.lens, LensLike) else resolve_lens(self.lens)
-        self._site_arg = _accepts_site(self._lens)
+        self._lens = as_lens(self.lens)
         self.needs_logits = False
         self.differentiable = self.kind != "rank"
         if not self.name:
@@ -282,8 +255,8 @@ class LensMetric(PatchMetric):
 
     def hooks(self) -> list[str]:
         if self.hook == "resid_mid":
-            return [f"blocks.{self.layer}.hook_resid_pre", f"blocks.{self.layer}.hook_attn_out"]
-        return [f"blocks.{self.layer}.{_HOOKS[self.hook]}"]
+            return [hook_name("resid_pre", self.layer), hook_name("attn_out", self.layer)]
+        return [hook_name(self.hook, self.layer)]
 
     def max_layer(self) -> int:
         return self.layer
@@ -298,10 +271,7 @@ class LensMetric(PatchMetric):
 
     def __call__(self, logits: Tensor | None, captured: Mapping[str, Tensor], run: Run) -> Tensor:
         resid = self.resid(captured, run)
-        if self._site_arg:  # the project's Lens reads (layer, site): a tuned lens has per-site translators
-            read = self._lens.logits(resid, self.layer, self.hook).float()
-        else:
-            read = self._lens.logits(resid, self.layer).float()
+        read = self._lens.logits(resid, self.layer, self.hook).float()
         ids = self._ids
         if self._vocab is not None:
             read = read[:, self._vocab.to(read.device)]

@@ -37,6 +37,11 @@ DEFAULT_SILENCE_LABELS: tuple[str, ...] = ("", "sil", "sp", "<sil>", "<s>", "</s
 class WordTiming:
     """One aligned word: its text and its start / end time in seconds."""
 
+    #: The generated ``__init__`` accepts looser inputs (lists, arrays, tuples) that ``__post_init__`` coerces
+    #: to the annotated types or rejects with a ``SpeechInputError``; run-time type checkers must not reject
+    #: them first (the fields hold the annotated types once constructed).
+    __no_type_check__ = True
+
     word: str
     start: float
     end: float

@@ -82,6 +82,11 @@ class Speech:
         sample_rate: the rate of ``audio``.
     """
 
+    #: The generated ``__init__`` accepts looser inputs (lists, arrays, tuples) that ``__post_init__`` coerces
+    #: to the annotated types or rejects with a ``SpeechInputError``; run-time type checkers must not reject
+    #: them first (the fields hold the annotated types once constructed).
+    __no_type_check__ = True
+
     units: tuple[int, ...]
     durations: tuple[int, ...] | None = None
     words: tuple[WordTiming, ...] | None = None
@@ -241,6 +246,11 @@ class Text:
         words: the words, each with one leading space (computed).
         times: optional ``(start_s, end_s)`` per word (when the text came from an aligned utterance).
     """
+
+    #: The generated ``__init__`` accepts looser inputs (lists, arrays, tuples) that ``__post_init__`` coerces
+    #: to the annotated types or rejects with a ``SpeechInputError``; run-time type checkers must not reject
+    #: them first (the fields hold the annotated types once constructed).
+    __no_type_check__ = True
 
     text: str | tuple[str, ...]
     times: tuple[tuple[float, float], ...] | None = None

@@ -10,10 +10,9 @@ from slm_transformerlens.patching import (
     LogitDiff,
     PatchingError,
     activation_patch_sweep,
-    patching_heatmap,
     text_token_id,
 )
-from slm_transformerlens.patching.plot import head_heatmap, readable_token, save_html
+from slm_transformerlens.viz.patching import head_heatmap, patching_heatmap, readable_token, save_html
 
 
 @pytest.fixture(scope="module")

