@@ -21,6 +21,7 @@ from torch import Tensor
 
 from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = [
     "REQUIRED_SPAN_COLUMNS",
@@ -238,7 +239,7 @@ def _as_2d(tokens: Tensor) -> Tensor:
     return (tokens if tokens.ndim == 2 else tokens.reshape(1, -1)).long()
 
 
-def as_encoded_batch(model: Any, inputs: Any, word_spans: pd.DataFrame | None = None) -> EncodedBatch:
+def as_encoded_batch(model: SpeechLM, inputs: Any, word_spans: pd.DataFrame | None = None) -> EncodedBatch:
     """What analyses accept, as an :class:`EncodedBatch`.
 
     ``inputs`` is an ``EncodedBatch``, a token tensor (with ``word_spans=`` when spans are needed) or

@@ -76,7 +76,10 @@ def _installed_script() -> Path:
 def _script_env() -> dict[str, str]:
     """Run the script against THIS checkout's package (the repository root first on ``sys.path``)."""
     root = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p),
+    }
 
 
 def test_console_script_is_installed(checkpoint_factory) -> None:

@@ -15,7 +15,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.realmodel]
 
 
 def run_example(name: str, cache: Path, cwd: Path, *args: str) -> str:
-    env = {**os.environ, "SLM_LENS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    root = str(EXAMPLES.parent)  # this checkout's package, whatever the interpreter has installed
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {
+        **os.environ,
+        "SLM_LENS_CACHE": str(cache),
+        "HF_HUB_OFFLINE": "1",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": pythonpath,
+    }
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args], cwd=cwd, env=env, capture_output=True, text=True
     )

@@ -25,6 +25,7 @@ from slm_transformerlens.lens import (
     transcription_table,
 )
 from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["ReportFiles", "markdown_table", "write_lens_report"]
 
@@ -109,7 +110,7 @@ def _charts(
 
 
 def write_lens_report(
-    model: Any,
+    model: SpeechLM,
     utterances: Sequence[Any],
     out_dir: str | Path,
     *,
@@ -182,7 +183,7 @@ def write_lens_report(
 
 
 def _report_text(
-    model: Any,
+    model: SpeechLM,
     utterances: Sequence[Any],
     table: pd.DataFrame,
     summary: pd.DataFrame,

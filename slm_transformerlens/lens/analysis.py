@@ -22,6 +22,7 @@ from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, ViewReadout, read_many, target_tensor, vocab_views
+from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import EncodedBatch, WordSpanError, WordSpans, as_encoded_batch
 
 __all__ = ["encoded_inputs", "lens_table", "read_plan", "readout_frame"]
@@ -37,7 +38,9 @@ __getattr__ = deprecated_attributes(
 )
 
 
-def encoded_inputs(model: Any, inputs: Any, word_spans: WordSpans | pd.DataFrame | None = None) -> EncodedBatch:
+def encoded_inputs(
+    model: SpeechLM, inputs: Any, word_spans: WordSpans | pd.DataFrame | None = None
+) -> EncodedBatch:
     """:func:`~slm_transformerlens.spans.as_encoded_batch`, with a :class:`LensError` for unreadable input."""
     if isinstance(word_spans, WordSpans):
         word_spans = word_spans.frame
@@ -91,7 +94,7 @@ def readout_frame(
 
 
 def read_plan(
-    model: Any,
+    model: SpeechLM,
     lens: Lens,
     tokens: Int[Tensor, "batch pos"],
     plan: ReadoutPlan,
@@ -126,7 +129,7 @@ def read_plan(
 
 
 def lens_table(
-    model: Any,
+    model: SpeechLM,
     inputs: Any,
     *,
     lens: Lens | None = None,

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "resolve_layers", "stream_index"]
 
@@ -92,7 +93,7 @@ class Lens(nn.Module, abc.ABC):
         lens.logits(resid, layer, "resid_pre")    # from blocks.{layer}.hook_resid_pre
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: SpeechLM) -> None:
         super().__init__()
         object.__setattr__(self, "_model", model)
         ln_final = getattr(model, "ln_final", None)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from jaxtyping import Float
 from torch import Tensor
 
 from slm_transformerlens.lens.base import Lens
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["LogitLens"]
 
@@ -20,7 +19,7 @@ class LogitLens(Lens):
         >>> logits = lens.logits(cache["blocks.5.hook_resid_post"], layer=5)  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: SpeechLM) -> None:
         super().__init__(model)
 
     def transform_hidden(

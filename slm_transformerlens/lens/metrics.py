@@ -25,6 +25,7 @@ from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
+from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import WordSpans
 
 __all__ = [
@@ -54,7 +55,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def transcription_table(
-    model: Any,
+    model: SpeechLM,
     dataset: Iterable[Any],
     *,
     lens: Lens | None = None,

@@ -22,6 +22,7 @@ from torch import Tensor
 from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.lens.base import LensError, check_site
+from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import WordSpans
 
 __all__ = [
@@ -37,7 +38,9 @@ PositionMode = Literal["all", "last", "first", "every", "mean"]
 #: each span (one row per unit); ``mean`` the mean residual over each span (one row per word).
 POSITION_MODES: tuple[str, ...] = ("all", "last", "first", "every", "mean")
 #: ``SPAN_COLUMNS`` moved to :data:`slm_transformerlens.spans.REQUIRED_SPAN_COLUMNS` (deprecated here).
-__getattr__ = deprecated_attributes(__name__, {"SPAN_COLUMNS": "slm_transformerlens.spans:REQUIRED_SPAN_COLUMNS"})
+__getattr__ = deprecated_attributes(
+    __name__, {"SPAN_COLUMNS": "slm_transformerlens.spans:REQUIRED_SPAN_COLUMNS"}
+)
 
 
 @dataclass
@@ -178,7 +181,7 @@ class _StopForward(Exception):
 
 
 def capture_residuals(
-    model: Any,
+    model: SpeechLM,
     tokens: Int[Tensor, "batch pos"],
     plan: ReadoutPlan,
     layers: Sequence[int],
@@ -235,5 +238,7 @@ def capture_residuals(
         model(tokens, **kwargs)
     missing = [key for key in wanted if key not in out]
     if missing:
-        raise LensError(f"the forward pass never reached hooks {[hook_name(site, layer) for layer, site in missing[:3]]}")
+        raise LensError(
+            f"the forward pass never reached hooks {[hook_name(site, layer) for layer, site in missing[:3]]}"
+        )
     return out

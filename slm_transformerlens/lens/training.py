@@ -25,12 +25,13 @@ from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.lens.analysis import encoded_inputs
 from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
 from slm_transformerlens.lens.tuned_lens import TunedLens
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["evaluate_lenses", "frozen", "train_tuned_lens"]
 
 
 @contextmanager
-def frozen(model: Any) -> Any:
+def frozen(model: SpeechLM) -> Any:
     """Temporarily set ``requires_grad=False`` on every model parameter (restored afterwards)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
@@ -42,14 +43,14 @@ def frozen(model: Any) -> Any:
             p.requires_grad_(flag)
 
 
-def _batch(model: Any, item: Any) -> tuple[Tensor, Tensor | None]:
+def _batch(model: SpeechLM, item: Any) -> tuple[Tensor, Tensor | None]:
     inputs = encoded_inputs(model, item)
     mask = inputs.attention_mask
     return inputs.tokens, (None if mask is None or bool((mask != 0).all()) else mask)
 
 
 def _streams(
-    model: Any, tokens: Tensor, mask: Tensor | None, names: list[str]
+    model: SpeechLM, tokens: Tensor, mask: Tensor | None, names: list[str]
 ) -> tuple[Tensor, dict[str, Tensor]]:
     kwargs: dict[str, Any] = {"names_filter": names}
     if mask is not None:
@@ -66,7 +67,7 @@ def _kl(final_logp: Tensor, lens_logits: Tensor, weights: Tensor) -> Tensor:
 
 
 def train_tuned_lens(
-    model: Any,
+    model: SpeechLM,
     data: Iterable[Any],
     *,
     lens: TunedLens | None = None,
@@ -166,7 +167,7 @@ def _cycle(data: Iterable[Any]) -> Any:
 
 
 def evaluate_lenses(
-    model: Any,
+    model: SpeechLM,
     data: Iterable[Any],
     lenses: Mapping[str, Lens],
     *,

@@ -27,6 +27,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from slm_transformerlens.lens.base import Lens, LensError, check_site
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = ["TunedLens", "TunedLensConfig", "unembedding_hash"]
 
@@ -35,7 +36,7 @@ PARAMS_NAME = "params.safetensors"
 PUBLISHED_PARAMS_NAME = "params.pt"
 
 
-def unembedding_hash(model: Any) -> str:
+def unembedding_hash(model: SpeechLM) -> str:
     """tuned-lens' hash of the unembedding (``sha256(np.array_str(W, precision=1))``, ``W`` as [vocab, d_model]).
 
     Robust to the dtype (it hashes a rounded summary), so a lens trained in fp32 loads on a bf16 model.
@@ -90,7 +91,7 @@ class TunedLens(Lens):
     ``lens.logits(h, layer, site)`` works exactly as for :class:`~slm_transformerlens.lens.LogitLens`.
     """
 
-    def __init__(self, model: Any, *, bias: bool = True, include_mid: bool = False) -> None:
+    def __init__(self, model: SpeechLM, *, bias: bool = True, include_mid: bool = False) -> None:
         super().__init__(model)
         vocab = getattr(model, "speech_vocab", None)
         self.config = TunedLensConfig(
@@ -147,7 +148,7 @@ class TunedLens(Lens):
         return directory
 
     @classmethod
-    def load(cls, path: str | Path, model: Any) -> TunedLens:
+    def load(cls, path: str | Path, model: SpeechLM) -> TunedLens:
         """Load a lens saved with :meth:`save` for ``model``.
 
         Raises:
@@ -167,7 +168,7 @@ class TunedLens(Lens):
         return lens
 
     @classmethod
-    def from_tuned_lens(cls, path: str | Path, model: Any, *, check_hash: bool = True) -> TunedLens:
+    def from_tuned_lens(cls, path: str | Path, model: SpeechLM, *, check_hash: bool = True) -> TunedLens:
         """Read a lens in the published tuned-lens format (``config.json`` + ``params.pt``).
 
         ``params.pt`` is opened with ``torch.load(weights_only=True)``; keys ``{i}.weight`` /
@@ -203,7 +204,7 @@ class TunedLens(Lens):
         return lens
 
     @classmethod
-    def _for_model(cls, config: TunedLensConfig, model: Any, *, check_hash: bool) -> TunedLens:
+    def _for_model(cls, config: TunedLensConfig, model: SpeechLM, *, check_hash: bool) -> TunedLens:
         d_model, n_layers = int(model.cfg.d_model), int(model.cfg.n_layers)
         if (config.d_model, config.num_hidden_layers) != (d_model, n_layers):
             raise LensError(

@@ -34,6 +34,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import WordSpanError, WordSpans
 
 __all__ = [
@@ -57,13 +58,13 @@ class PatchingError(SLMError, ValueError):
     """Bad input to word-aligned patching (unalignable pair, unknown component, bad metric)."""
 
 
-def target_run(direction: Direction) -> Run:
+def target_run(direction: str) -> Run:
     """The run that is patched: corrupted for ``"denoise"``, clean for ``"noise"``."""
     _check_direction(direction)
     return "corrupted" if direction == "denoise" else "clean"
 
 
-def source_run(direction: Direction) -> Run:
+def source_run(direction: str) -> Run:
     """The run whose activations are written in: clean for ``"denoise"``, corrupted for ``"noise"``."""
     return "clean" if target_run(direction) == "corrupted" else "corrupted"
 
@@ -225,7 +226,7 @@ class PatchPair:
         clean_spans: WordSpans | pd.DataFrame,
         corrupted_spans: WordSpans | pd.DataFrame,
         *,
-        span_mode: SpanMode = "last",
+        span_mode: str = "last",
         tokenizer: Any = None,
     ) -> PatchPair:
         """Pair two token sequences through their word-span tables.
@@ -281,7 +282,7 @@ class PatchPair:
 
     @classmethod
     def from_inputs(
-        cls, model: Any, clean: Any, corrupted: Any, *, span_mode: SpanMode = "last"
+        cls, model: SpeechLM, clean: Any, corrupted: Any, *, span_mode: str = "last"
     ) -> PatchPair:
         """Encode two utterances (``Speech`` / ``Text`` segments) with ``model.encode`` and pair them.
 
@@ -350,7 +351,7 @@ class PatchPair:
         last = self.word_position(word_index, run, "last")
         return self.tokens(run)[first : last + 1].tolist()
 
-    def slots(self, direction: Direction) -> list[Slot]:
+    def slots(self, direction: str) -> list[Slot]:
         """The patchable slots of one direction, in token order of the target run."""
         target = target_run(direction)
         first_diff = min(
@@ -397,7 +398,7 @@ class PatchPair:
                     slots.append(Slot(len(slots), targets=(t,), sources=((src.positions[j],),), **common))  # type: ignore[arg-type]
         return slots
 
-    def position_map(self, direction: Direction) -> Float[Tensor, "pos_target pos_source"]:
+    def position_map(self, direction: str) -> Float[Tensor, "pos_target pos_source"]:
         """The ``[pos_target, pos_source]`` matrix that maps source activations onto target positions.
 
         Row ``t`` holds the weights (summing to 1) of the source positions written at target position
@@ -413,7 +414,7 @@ class PatchPair:
                 matrix[t, list(sources)] = 1.0 / len(sources)
         return matrix
 
-    def slots_frame(self, direction: Direction) -> pd.DataFrame:
+    def slots_frame(self, direction: str) -> pd.DataFrame:
         """One row per slot: index, role, word, target and source positions and token labels."""
         target, source = target_run(direction), source_run(direction)
         rows = []

@@ -20,7 +20,14 @@ from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.patching.alignment import PatchingError
 
-__all__ = ["COMPONENTS", "HEAD_COMPONENTS", "Component", "check_components", "patch_hook_name", "source_hooks"]
+__all__ = [
+    "COMPONENTS",
+    "HEAD_COMPONENTS",
+    "Component",
+    "check_components",
+    "patch_hook_name",
+    "source_hooks",
+]
 
 Component = Literal[
     "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "head_out", "head_out_all_pos"
@@ -47,7 +54,9 @@ _WRITTEN_AT = {
     "head_out_all_pos": "z",
 }
 #: ``components.hook_name(component, layer)`` was this module's own hook-name function (deprecated).
-__getattr__ = deprecated_attributes(__name__, {"hook_name": "slm_transformerlens.patching.components:patch_hook_name"})
+__getattr__ = deprecated_attributes(
+    __name__, {"hook_name": "slm_transformerlens.patching.components:patch_hook_name"}
+)
 
 
 def check_components(components: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.lens.base import SITES, Lens, LensError
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.patching.alignment import PatchingError, Run
+from slm_transformerlens.protocols import SpeechLM
 
 __all__ = [
     "LensMetric",
@@ -164,6 +165,10 @@ def as_lens(lens: Lens | Any) -> Lens:
     """
     if isinstance(lens, Lens):
         return lens
+    if not isinstance(lens, SpeechLM):
+        raise PatchingError(
+            f"lens must be a Lens (LogitLens, TunedLens) or a model, got {type(lens).__name__}"
+        )
     try:
         return LogitLens(lens)
     except LensError as error:
@@ -172,7 +177,7 @@ def as_lens(lens: Lens | Any) -> Lens:
         ) from None
 
 
-def resolve_lens(model: Any, lens: Lens | None = None) -> Lens:
+def resolve_lens(model: SpeechLM, lens: Lens | None = None) -> Lens:
     """Deprecated: use :func:`as_lens` (``lens`` when given, else ``LogitLens(model)``)."""
     warn_deprecated("patching.metrics.resolve_lens(model, lens)", "patching.metrics.as_lens(lens or model)")
     return as_lens(lens if lens is not None else model)
@@ -185,7 +190,7 @@ __getattr__ = deprecated_attributes(
 )
 
 
-def text_token_id(model: Any, word: str, *, leading_space: bool = True) -> int:
+def text_token_id(model: SpeechLM, word: str, *, leading_space: bool = True) -> int:
     """The first token id of ``word`` as the model's tokenizer writes it in running text.
 
     With ``leading_space`` the word is tokenized as ``" word"`` (the paper's convention for target

@@ -181,7 +181,14 @@ class SweepSpec:
     def jobs(self, pair: PatchPair, direction: Direction) -> list[PatchJob]:
         """Every patch of one direction, in (component, layer, slot, head) order."""
         return plan_jobs(
-            pair, direction, self.components, self.layers, self.n_heads, self.heads, self.slots, self.all_positions
+            pair,
+            direction,
+            self.components,
+            self.layers,
+            self.n_heads,
+            self.heads,
+            self.slots,
+            self.all_positions,
         )
 
 
@@ -216,7 +223,7 @@ def plan_jobs(
     return jobs
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: SpeechLM) -> None:
     if getattr(model, "training", False):
         raise PatchingError(
             "activation patching needs the model in eval mode (dropout off): call model.eval()"
@@ -236,7 +243,7 @@ def _check_metrics(metrics: PatchMetric | Iterable[PatchMetric]) -> list[PatchMe
     return items
 
 
-def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+def _check_layers(model: SpeechLM, layers: Sequence[int] | None) -> list[int]:
     n_layers = int(model.cfg.n_layers)
     chosen = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
     bad = [layer for layer in chosen if not 0 <= layer < n_layers]
@@ -247,7 +254,7 @@ def _check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ running
 def run_with_captures(
-    model: Any,
+    model: SpeechLM,
     tokens: Int[Tensor, "batch pos"],
     names: Iterable[str],
     *,
@@ -297,7 +304,11 @@ def evaluate_metrics(
 def baselines_frame(metrics: Sequence[PatchMetric], values: dict[str, dict[str, Tensor]]) -> pd.DataFrame:
     """The unpatched values as a table: one row per (metric, run), from ``{run: evaluate_metrics(...)}``."""
     return pd.DataFrame(
-        [{"metric": m.name, "run": run, "value": float(values[run][m.name][0])} for m in metrics for run in values]
+        [
+            {"metric": m.name, "run": run, "value": float(values[run][m.name][0])}
+            for m in metrics
+            for run in values
+        ]
     )
 
 

@@ -314,5 +314,3 @@ def _expander(n_rows: int) -> Callable[..., Tensor]:
         return act.expand(n_rows, *act.shape[1:])
 
     return expand
-
-

@@ -108,7 +108,9 @@ def to_mono(audio: np.ndarray | Tensor) -> Float[Tensor, " samples"]:
     )
 
 
-def resample(audio: Float[Tensor, " samples"], orig_rate: int, target_rate: int) -> Float[Tensor, " samples"]:
+def resample(
+    audio: Float[Tensor, " samples"], orig_rate: int, target_rate: int
+) -> Float[Tensor, " resampled"]:
     """Polyphase resampling (``scipy.signal.resample_poly``, Kaiser-windowed sinc anti-aliasing)."""
     return _resample(audio, orig_rate, target_rate)
 

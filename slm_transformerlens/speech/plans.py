@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 
@@ -56,7 +55,7 @@ def poisson_span_mask(
 
 def plan_mask(
     n_words: int,
-    plan: Literal["speech", "text", "poisson"] | Sequence[bool] | np.ndarray,
+    plan: str | Sequence[bool | int] | np.ndarray,
     *,
     mean_span: float = 10,
     speech_fraction: float = 0.3,
@@ -80,7 +79,7 @@ def plan_mask(
 
 def interleave(
     speech: Speech,
-    plan: Literal["speech", "text", "poisson"] | Sequence[bool] | np.ndarray = "speech",
+    plan: str | Sequence[bool | int] | np.ndarray = "speech",
     *,
     mean_span: float = 10,
     speech_fraction: float = 0.3,
