@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
 
 __all__ = ["ATTENTION_ACTIVATIONS", "BLOCK_ACTIVATIONS", "HookNameError", "hook_name"]
@@ -22,15 +21,11 @@ def hook_name(name: str, layer: int) -> str:
 
     Same argument order and names as TransformerLens' ``utils.get_act_name(name, layer)`` for the
     activations in :data:`BLOCK_ACTIVATIONS` and :data:`ATTENTION_ACTIVATIONS` (``"z"`` ->
-    ``blocks.{layer}.attn.hook_z``). The old ``hook_name(layer, site)`` order still works for one release,
-    with a ``DeprecationWarning``.
+    ``blocks.{layer}.attn.hook_z``). (The lens' old ``lens.hook_name(layer, site)`` is a deprecated alias.)
 
     Raises:
         HookNameError: an unknown activation name.
     """
-    if isinstance(name, int) and isinstance(layer, str):
-        warn_deprecated("hook_name(layer, name)", "hook_name(name, layer) (TransformerLens' order)")
-        name, layer = layer, name
     if name in BLOCK_ACTIVATIONS:
         return f"blocks.{int(layer)}.hook_{name}"
     if name in ATTENTION_ACTIVATIONS:

@@ -7,13 +7,13 @@ The stable entry point for reading a residual vector is :meth:`Lens.logits`::
 """
 
 from slm_transformerlens._deprecation import deprecated_attributes
-from slm_transformerlens.hooks import hook_name
 from slm_transformerlens.lens.analysis import lens_table, read_plan, readout_frame
 from slm_transformerlens.lens.base import (
     SITES,
     Lens,
     LensError,
     Site,
+    hook_name,
     resolve_layers,
     stream_index,
 )

@@ -26,14 +26,12 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from slm_transformerlens._deprecation import deprecated_attributes
+from slm_transformerlens import hooks
+from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.protocols import SpeechLM
 
-__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "resolve_layers", "stream_index"]
-
-#: ``hook_name(layer, site)`` moved to :func:`slm_transformerlens.hooks.hook_name` (``(site, layer)`` order).
-__getattr__ = deprecated_attributes(__name__, {"hook_name": "slm_transformerlens.hooks:hook_name"})
+__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "hook_name", "resolve_layers", "stream_index"]
 
 Site = Literal["resid_pre", "resid_mid", "resid_post"]
 #: The residual-stream sites a lens can read.
@@ -49,6 +47,12 @@ def check_site(site: str) -> str:
     if site not in SITES:
         raise LensError(f"unknown residual site {site!r}; choose one of {list(SITES)}")
     return site
+
+
+def hook_name(layer: int, site: str) -> str:
+    """Deprecated: :func:`slm_transformerlens.hooks.hook_name` ``(site, layer)``, TransformerLens' order."""
+    warn_deprecated("lens.hook_name(layer, site)", "slm_transformerlens.hooks.hook_name(site, layer)")
+    return hooks.hook_name(check_site(site), layer)
 
 
 def stream_index(layer: int, site: str) -> int:

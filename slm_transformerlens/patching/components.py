@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 from slm_transformerlens._deprecation import deprecated_attributes
-from slm_transformerlens.hooks import hook_name
+from slm_transformerlens.hooks import hook_name as _hook_name
 from slm_transformerlens.patching.alignment import PatchingError
 
 __all__ = [
@@ -70,11 +70,11 @@ def check_components(components: str | tuple[str, ...] | list[str]) -> tuple[str
 
 def patch_hook_name(component: str, layer: int) -> str:
     """The standard hook point a component's patch is written at (``resid_mid``: ``hook_attn_out``)."""
-    return hook_name(_WRITTEN_AT[component], layer)
+    return _hook_name(_WRITTEN_AT[component], layer)
 
 
 def source_hooks(component: str, layer: int) -> list[str]:
     """The hook points whose source-run activations a component's patch needs."""
     if component == "resid_mid":
-        return [hook_name("resid_pre", layer), hook_name("attn_out", layer)]
+        return [_hook_name("resid_pre", layer), _hook_name("attn_out", layer)]
     return [patch_hook_name(component, layer)]

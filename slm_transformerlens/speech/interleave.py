@@ -45,7 +45,8 @@ import torch
 from slm_transformerlens._deprecation import deprecated_attributes
 from slm_transformerlens.checkpoints import StringConventions, conventions_of
 from slm_transformerlens.errors import SpeechInputError, VocabularyError
-from slm_transformerlens.spans import WORD_SPAN_COLUMNS, EncodedBatch
+from slm_transformerlens.spans import WORD_SPAN_COLUMNS as _SPAN_COLUMNS
+from slm_transformerlens.spans import EncodedBatch
 from slm_transformerlens.speech.inputs import EmptyWordPolicy, Speech, Text
 from slm_transformerlens.speech.units import unit_start_frames
 from slm_transformerlens.vocab import SpeechVocab
@@ -440,8 +441,8 @@ def encode_utterances(
     for b, sequence in enumerate(sequences):
         tokens[b, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
         mask[b, : len(sequence)] = 1
-    spans = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(WORD_SPAN_COLUMNS))
-    spans = spans[list(WORD_SPAN_COLUMNS)].astype(
+    spans = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(_SPAN_COLUMNS))
+    spans = spans[list(_SPAN_COLUMNS)].astype(
         {
             "utterance": int,
             "word_index": int,
