@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "cli_message", "main"]
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -46,10 +47,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     import slm_transformerlens as slt
-    from slm_transformerlens.lens import TunedLens
-    from slm_transformerlens.report import write_lens_report
-    from slm_transformerlens.speech.dataset import load_speech_dataset
+    from slm_transformerlens.lens import LensError, TunedLens
+    from slm_transformerlens.report import prepare_output_folder, write_lens_report
+    from slm_transformerlens.speech.dataset import expand_inputs, load_speech_dataset
 
+    if args.k < 1:
+        raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
+    expand_inputs(args.audio)  # bad -k, missing inputs and an unwritable --out fail before the model loads
+    prepare_output_folder(args.out)
     model = slt.load(
         args.path,
         family=args.family,
@@ -140,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "audio",
         nargs="+",
         help="WAV files, each with an alignment beside it (same stem, .json slamkit / .TextGrid MFA); "
-        "or .json unit files holding 'units', 'durations' and 'aligned_text'",
+        ".json unit files holding 'units', 'durations' and 'aligned_text'; or directories: each gives its "
+        ".wav files and the .json files that are not a WAV's alignment (not sub-folders)",
     )
     analyze.add_argument("--tokenizer", help="tokenizer directory (SIMS: the BASE text tokenizer)")
     analyze.add_argument("--family", choices=["sims", "spiritlm", "generic"], help="force the family")
@@ -172,8 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Python keyword advice in package messages -> the matching command-line option.
+_CLI_WORDING: tuple[tuple[str, str], ...] = (
+    (r"\bfamily='(\w+)'", r"--family \1"),
+    (r"\bdtype='?(?:torch\.)?(\w+)'?", r"--dtype \1"),
+    (r"\btrust_pickle=True\b", "--trust-pickle"),
+    (r"\bresample=True\b", "resampling (leave out --no-resample)"),
+    (r"\bout_dir=", "--out"),
+    (r"\bunit_format=", "--unit-format"),
+    (r"\b(tokenizer|family|hubert|quantizer)=", r"--\1"),
+)
+
+
+def cli_message(error: BaseException) -> str:
+    """A package error as one line, with its Python keyword advice (``tokenizer=``) in option form
+    (``--tokenizer``)."""
+    text = " ".join(str(error).split())
+    for pattern, replacement in _CLI_WORDING:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``slm-lens``; errors of this package are printed as one line, not a traceback."""
+    """Run ``slm-lens``; errors of this package (and file-system errors) are printed as one line, not a
+    traceback, and the exit status is 2."""
     from slm_transformerlens.errors import SLMError
 
     args = build_parser().parse_args(argv)
@@ -183,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # Hugging Face's own "Loading weights" bars
     try:
         return int(args.handler(args))
-    except SLMError as error:
-        print(f"slm-lens {args.command}: error: {error}", file=sys.stderr)
+    except (SLMError, OSError) as error:
+        print(f"slm-lens {args.command}: error: {cli_message(error)}", file=sys.stderr)
         return 2
 
 

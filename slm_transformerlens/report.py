@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from slm_transformerlens.errors import OutputError
 from slm_transformerlens.lens import (
     LogitLens,
     lens_table,
@@ -26,7 +27,7 @@ from slm_transformerlens.lens import (
 )
 from slm_transformerlens.lens.base import Lens, LensError
 
-__all__ = ["ReportFiles", "markdown_table", "write_lens_report"]
+__all__ = ["ReportFiles", "markdown_table", "prepare_output_folder", "write_lens_report"]
 
 #: Columns of the summary rows shown in the report's per-layer table.
 _RATE_COLUMNS = ("layer", "rate", "ci_low", "ci_high", "n")
@@ -108,6 +109,26 @@ def _charts(
     return files
 
 
+def prepare_output_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and check that files can be written in it, before any long work.
+
+    Raises:
+        OutputError: the folder cannot be created (a file in the way, no permission) or written to.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".slm-lens-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(
+            f"cannot write to the output folder {out} ({error.strerror or error}); pass out_dir= a folder "
+            "you can write to"
+        ) from None
+    return out
+
+
 def write_lens_report(
     model: Any,
     utterances: Sequence[Any],
@@ -147,8 +168,7 @@ def write_lens_report(
     """
     if not 0 <= heatmap_utterance < len(utterances):
         raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(out_dir)
     lens = lens if lens is not None else LogitLens(model)
     ks = sorted({1, 5, 10, int(k)})
     table = transcription_table(

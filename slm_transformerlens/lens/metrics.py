@@ -20,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from slm_transformerlens.lens.analysis import as_lens_inputs, read_plan
-from slm_transformerlens.lens.base import Lens, resolve_layers
+from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import plan_readouts
-from slm_transformerlens.lens.readout import TokenNamer, target_tensor, vocab_views
+from slm_transformerlens.lens.readout import TokenNamer, check_readout_args, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
 
 __all__ = [
@@ -107,7 +107,11 @@ def transcription_table(
     resolver = WordTargetResolver(model.tokenizer, target_config)
     namer = TokenNamer(vocab, model.tokenizer) if token_strings else None
     layer_list = resolve_layers(layers, lens.n_layers)
+    sites = check_sites(sites)
     view_masks = vocab_views(vocab, views)
+    check_readout_args(view_masks, {}, top_k=top_k, d_vocab=lens.d_vocab)
+    if any(int(k) < 1 for k in ks):
+        raise LensError(f"ks={list(ks)}: every top-k hit threshold must be >= 1")
     device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
     if total is None and hasattr(dataset, "__len__"):
         total = len(dataset)  # type: ignore[arg-type]
@@ -116,7 +120,7 @@ def transcription_table(
     for item in tqdm(dataset, total=total, desc="lens: transcription", disable=not progress, unit="utt"):
         batch = as_lens_inputs(model, item)
         if batch.word_spans is None:
-            raise ValueError(
+            raise LensError(
                 "every dataset item needs word spans (a word-span table) for the transcription metrics"
             )
         tokens = batch.tokens.to(device)

@@ -22,6 +22,7 @@ from torch import Tensor
 from slm_transformerlens.lens.base import LensError, check_site, hook_name
 
 __all__ = [
+    "MODALITIES",
     "POSITION_MODES",
     "SPAN_COLUMNS",
     "PositionMode",
@@ -78,6 +79,23 @@ def _check_spans(word_spans: pd.DataFrame) -> pd.DataFrame:
     return word_spans
 
 
+#: The modalities of the word spans ``model.encode`` writes.
+MODALITIES: tuple[str, ...] = ("speech", "text")
+
+
+def _check_modalities(modalities: Sequence[str] | str, spans: pd.DataFrame) -> list[str]:
+    """The requested modalities as a list; an empty or unknown one raises with the valid choices."""
+    chosen = [modalities] if isinstance(modalities, str) else list(modalities)
+    known = sorted(set(MODALITIES) | set(spans["modality"].dropna().astype(str)))
+    unknown = [m for m in chosen if m not in known]
+    if not chosen or unknown:
+        raise LensError(
+            f"modalities={list(chosen)!r}: {'unknown ' + repr(unknown) if unknown else 'empty'}; "
+            f"choose from {known}, or None for every word"
+        )
+    return chosen
+
+
 def plan_readouts(
     n_positions: int | Int[Tensor, "batch pos"],
     word_spans: pd.DataFrame | None = None,
@@ -97,7 +115,7 @@ def plan_readouts(
         attention_mask: ``[batch, pos]``; positions with 0 are skipped in ``all`` mode.
 
     Raises:
-        LensError: an unknown mode, a missing span table, or spans outside the sequence.
+        LensError: an unknown mode or modality, a missing span table, or spans outside the sequence.
     """
     if mode not in POSITION_MODES:
         raise LensError(f"unknown position mode {mode!r}; choose one of {list(POSITION_MODES)}")
@@ -110,7 +128,7 @@ def plan_readouts(
     if word_spans is not None:
         spans = _check_spans(word_spans)
         if modalities is not None:
-            spans = spans[spans["modality"].isin(list(modalities))]
+            spans = spans[spans["modality"].isin(_check_modalities(modalities, spans))]
         spans = (
             spans[spans["stop"] > spans["start"]].sort_values(["utterance", "start"]).reset_index(drop=True)
         )

@@ -94,9 +94,16 @@ def to_mono(audio: np.ndarray | Tensor) -> Float[Tensor, " samples"]:
     """Down-mix ``(channels, samples)`` audio by the mean over channels; mono passes through.
 
     Raises:
-        SpeechInputError: more than two dimensions.
+        SpeechInputError: more than two dimensions, or a 2-D array with more channels than samples
+            (``(samples, channels)``, as soundfile returns it: pass its transpose).
     """
     tensor = torch.as_tensor(np.asarray(audio) if not isinstance(audio, Tensor) else audio).to(torch.float32)
+    if tensor.ndim == 2 and tensor.shape[0] > tensor.shape[1]:
+        raise SpeechInputError(
+            f"audio of shape {tuple(tensor.shape)} has more channels than samples: it looks like "
+            f"(samples, channels) (soundfile's layout); pass audio.T, shape {tuple(tensor.shape[::-1])}, "
+            "as (channels, samples)"
+        )
     if tensor.ndim == 2 and tensor.shape[0] == 1:
         return tensor[0]
     if tensor.ndim == 2:
