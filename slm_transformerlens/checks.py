@@ -18,9 +18,17 @@ from slm_transformerlens.errors import NonFiniteError
 __all__ = ["check_finite_logits", "check_finite_weight", "first_non_finite"]
 
 
+def _all_finite(tensor: Tensor) -> bool:
+    """One fast pass: min and max propagate NaN, and an infinity is the min or the max."""
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
 def first_non_finite(tensor: Tensor) -> tuple[int, ...] | None:
     """The index of the first NaN / infinite element of a floating tensor, or ``None`` if all are finite."""
-    if not tensor.is_floating_point() and not tensor.is_complex():
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return None
+    if _all_finite(tensor):
         return None
     bad = ~torch.isfinite(tensor)
     if not bool(bad.any()):
@@ -74,9 +82,9 @@ def check_finite_logits(
     Raises:
         NonFiniteError: naming the first bad row, how many rows are bad, and the likely fix.
     """
-    bad_rows = ~torch.isfinite(logits).all(dim=-1)
-    if not bool(bad_rows.any()):
+    if _all_finite(logits):
         return
+    bad_rows = ~torch.isfinite(logits).all(dim=-1)
     rows = torch.nonzero(bad_rows).flatten().tolist()
     first = int(rows[0])
     column = int(torch.nonzero(~torch.isfinite(logits[first]))[0])

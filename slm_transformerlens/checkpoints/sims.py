@@ -53,8 +53,15 @@ def sims_base_config(config: dict[str, Any]) -> Any:
             "SIMS config.json has no usable 'base_config' (a dict with the base LM's config and its "
             "'model_type'); this is not a slamkit UnitLM checkpoint"
         )
+    try:
+        defaults = AutoConfig.for_model(base["model_type"])
+    except ValueError as error:
+        raise CheckpointError(
+            f"unknown base model_type {base['model_type']!r} in base_config: {error}"
+        ) from error
     missing = [key for key in _REQUIRED_BASE_FIELDS if key not in base]
     if missing:
+        resolve_architecture(defaults)  # an unsupported base model is the more useful error
         raise CheckpointError(
             f"SIMS config.json's base_config lacks {missing}; without them transformers would invent "
             "defaults that do not match the weights. Restore config.json from the original checkpoint "
@@ -65,7 +72,8 @@ def sims_base_config(config: dict[str, Any]) -> Any:
         hf_config = AutoConfig.for_model(base["model_type"], **fields)
     except ValueError as error:
         raise CheckpointError(
-            f"unknown base model_type {base['model_type']!r} in base_config: {error}"
+            f"base_config is not a valid {base['model_type']!r} config ({' '.join(str(error).split())}); "
+            "restore config.json from the original checkpoint"
         ) from error
     if "tie_word_embeddings" in config:
         hf_config.tie_word_embeddings = bool(config["tie_word_embeddings"])
