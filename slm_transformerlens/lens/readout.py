@@ -439,11 +439,8 @@ def read_vectors(
             "this SpeechVocab belongs to another model"
         )
     check_readout_args(views, targets, top_k=top_k, d_vocab=d_vocab)
-    if describe_row is None:
-
-        def describe_row(row: int) -> str:
-            return f"row {row}" if layer is None else f"layer {layer} {site}, row {row}"
-
+    where = f"layer {layer} {site}, " if layer is not None else ""
+    name_row = describe_row or (lambda row: f"{where}row {row}")
     weight, _ = lens.unembedding()
     device = weight.device
     masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
@@ -458,7 +455,7 @@ def read_vectors(
         h = vectors[start : start + chunk_size].to(device)
         with torch.no_grad():
             logits = lens.unembed(h) if layer is None else lens.logits(h, layer, site)  # [c, V] float32
-            check_finite_logits(logits, describe_row=lambda row, start=start: describe_row(start + row))
+            check_finite_logits(logits, describe_row=lambda row, start=start: name_row(start + row))
             chunk_targets = {
                 name: t[start : start + logits.shape[0]].to(device) for name, t in targets.items()
             }

@@ -24,6 +24,7 @@ __all__ = [
     "END_TOLERANCE_S",
     "WordTiming",
     "as_word_timings",
+    "end_tolerance",
     "read_alignment",
     "read_slamkit_json",
     "read_textgrid",
@@ -151,22 +152,23 @@ def read_slamkit_json(
             f"{where}a slamkit alignment is a JSON object with an 'aligned_text' list of [word, start_s, end_s]"
         )
     entries = data["aligned_text"]
-    if not isinstance(entries, list):
+    if not isinstance(entries, list | tuple):
         raise SpeechInputError(
             f"'aligned_text' must be a list of [word, start_s, end_s], not {type(entries).__name__}"
         )
     silence = {label.strip() for label in silence_labels}
-    kept = [e for e in entries if not (_entry_word(e) is not None and _entry_word(e).strip() in silence)]
-    return as_word_timings(kept)
+    return as_word_timings(entry for entry in entries if not _is_silence(entry, silence))
 
 
-def _entry_word(entry: Any) -> str | None:
-    word = (
-        entry.get("word")
-        if isinstance(entry, Mapping)
-        else (entry[0] if isinstance(entry, list | tuple) and entry else None)
-    )
-    return word if isinstance(word, str) else None
+def _is_silence(entry: Any, silence: set[str]) -> bool:
+    """Whether an alignment entry (``[word, start, end]`` or a dict) is a silence label such as ``""``."""
+    if isinstance(entry, Mapping):
+        word = entry.get("word")
+    elif isinstance(entry, list | tuple) and entry:
+        word = entry[0]
+    else:
+        return False  # malformed: as_word_timings names it
+    return isinstance(word, str) and word.strip() in silence
 
 
 def write_slamkit_json(path: str | Path, words: Sequence[WordTiming], **extra: Any) -> None:
