@@ -23,7 +23,13 @@ from slm_transformerlens.lens.metrics import (
     transcription_table,
     wilson_interval,
 )
-from slm_transformerlens.lens.positions import POSITION_MODES, ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.positions import (
+    POOLED_MODES,
+    POSITION_MODES,
+    ReadoutPlan,
+    capture_residuals,
+    plan_readouts,
+)
 from slm_transformerlens.lens.readout import (
     VIEWS,
     TokenNamer,
@@ -38,6 +44,7 @@ from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tun
 from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
 
 __all__ = [
+    "POOLED_MODES",
     "POSITION_MODES",
     "SITES",
     "VIEWS",

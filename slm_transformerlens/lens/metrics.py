@@ -84,7 +84,9 @@ def transcription_table(
             ``(tokens, word_spans)`` pairs or mappings with ``tokens`` and ``word_spans``. An item may hold a
             batch; rows are numbered ``utterance`` across the whole dataset.
         lens: ``LogitLens`` (default) or a ``TunedLens``.
-        positions: read-out position per word (``"last"`` unit by default, ``"first"``, ``"every"``, ``"mean"``).
+        positions: read-out position per word (``"last"`` unit by default, ``"first"``, ``"every"``, ``"mean"``,
+            or the span poolings ``"max"`` (per-token max of the logits over the span, then ranked) and
+            ``"any"`` (rank = min over the span's positions; see :func:`~slm_transformerlens.lens.lens_table`)).
         modalities: which word spans to analyse (default spoken words only; ``None`` = all).
         layers, sites, views: what to read (views default: ``text`` ranks among text tokens, and ``full``).
         target_config: how words become target ids (:class:`TargetConfig`).
