@@ -16,6 +16,16 @@ from slm_transformerlens.lens.base import (
     resolve_layers,
     stream_index,
 )
+from slm_transformerlens.lens.controls import (
+    DEFAULT_STOP_WORDS,
+    WordFilter,
+    chance_controls,
+    cluster_bootstrap,
+    cluster_intervals,
+    frequency_prior_hits,
+    shuffled_partners,
+    shuffled_target_hits,
+)
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.metrics import (
     peak_layers,
@@ -44,6 +54,7 @@ from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tun
 from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
 
 __all__ = [
+    "DEFAULT_STOP_WORDS",
     "POOLED_MODES",
     "POSITION_MODES",
     "SITES",
@@ -59,11 +70,16 @@ __all__ = [
     "TunedLens",
     "TunedLensConfig",
     "ViewReadout",
+    "WordFilter",
     "WordTargetResolver",
     "WordTargets",
     "as_lens_inputs",
     "capture_residuals",
+    "chance_controls",
+    "cluster_bootstrap",
+    "cluster_intervals",
     "evaluate_lenses",
+    "frequency_prior_hits",
     "frozen",
     "hook_name",
     "lens_table",
@@ -74,6 +90,8 @@ __all__ = [
     "read_vectors",
     "readout_frame",
     "resolve_layers",
+    "shuffled_partners",
+    "shuffled_target_hits",
     "stream_index",
     "summarize_transcription",
     "target_tensor",
