@@ -4,6 +4,8 @@ Subcommands:
     inspect PATH   describe a checkpoint (family, architecture, vocabulary layout, sizes)
     demo           the embedded default (real SmolLM2-135M + units, packaged real speech) -> lens report
     analyze PATH   the lens report of a checkpoint on your audio + word alignments (or unit files)
+    knowledge PATH DATA   spoken-knowledge accuracy (correct vs counterfactual likelihood, slamkit's rules)
+    compare PATH... --data ...   the lens analysis and knowledge accuracy of several checkpoints, one report
 """
 
 from __future__ import annotations
@@ -85,6 +87,102 @@ def _analyze(args: argparse.Namespace) -> int:
     )
     _print_result(result, args.k)
     return 0
+
+
+def _load_model(args: argparse.Namespace, path: str) -> Any:
+    import slm_transformerlens as slt
+
+    return slt.load(
+        path,
+        family=args.family,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        unit_format=args.unit_format,
+        progress=not args.quiet,
+    )
+
+
+def _speech_tokenizer(args: argparse.Namespace) -> Any:
+    if not args.hubert or not args.quantizer:
+        return None
+    from slm_transformerlens.speech.features import HubertFeatureExtractor
+    from slm_transformerlens.speech.quantizers import load_quantizer
+    from slm_transformerlens.speech.tokenizer import SpeechTokenizer
+
+    return SpeechTokenizer(
+        HubertFeatureExtractor(args.hubert, layer=args.hubert_layer),
+        load_quantizer(args.quantizer, trust_pickle=args.trust_pickle),
+    )
+
+
+def _knowledge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from slm_transformerlens.knowledge import (
+        KnowledgeColumns,
+        knowledge_accuracy,
+        knowledge_table,
+        read_knowledge,
+    )
+
+    columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
+    items = read_knowledge(args.data, columns)
+    model = _load_model(args, args.path)
+    table = knowledge_table(
+        model,
+        items,
+        mode=args.mode,
+        speech_tokenizer=_speech_tokenizer(args),
+        token_modality=args.token_modality,
+        score_tokens=args.score_tokens,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "knowledge.csv", index=False)
+    accuracy = knowledge_accuracy(table, mean_nll=not args.sum)
+    nll = "summed" if args.sum else "length-normalised"
+    print(f"knowledge accuracy {accuracy:.3f} (n={len(table)}, mode {args.mode}, {nll} NLL, tie = 0.5)")
+    print(f"table: {out / 'knowledge.csv'}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokenizer", help="tokenizer directory (SIMS: the BASE text tokenizer)")
+    parser.add_argument("--family", choices=["sims", "spiritlm", "generic"], help="force the family")
+    parser.add_argument("--unit-format", help="unit token format for the generic family, e.g. '<Un{}>'")
+    parser.add_argument("--device", help="cpu, cuda, ...")
+    parser.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
+
+
+def _add_knowledge_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        default="speech",
+        choices=["speech", "text", "speech_text", "text_speech", "interleaved"],
+        help="prompt_continuation modalities (default speech; interleaved = speech_text)",
+    )
+    parser.add_argument(
+        "--token-modality",
+        choices=["text", "speech", "all"],
+        help="tokens scored (default: the completion's)",
+    )
+    parser.add_argument("--score-tokens", default="continuation", choices=["continuation", "sequence"])
+    parser.add_argument(
+        "--sum",
+        action="store_true",
+        help="summed NLL instead of length-normalised (slamkit's mean_nll=False)",
+    )
+    parser.add_argument("--columns", help='JSON of parquet column names, e.g. \'{"prompt_text": "prompt"}\'')
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--hubert", help="local HubertModel directory (for spoken parts given as audio)")
+    parser.add_argument("--hubert-layer", type=int, default=11, help="HuBERT layer (default 11)")
+    parser.add_argument(
+        "--quantizer", help="k-means .npy / torch dict / joblib, or SpiritLM linear quantizer"
+    )
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
 
 
 def _print_result(result: Any, k: int) -> None:
@@ -169,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_output_options(analyze, "out/analyze")
     analyze.set_defaults(handler=_analyze)
+
+    knowledge = commands.add_parser(
+        "knowledge", help="spoken-knowledge accuracy: correct vs counterfactual completion likelihood"
+    )
+    knowledge.add_argument("path", help="checkpoint directory")
+    knowledge.add_argument(
+        "data", help="a parquet file / folder (common-sense-facts-audio layout) or our .json"
+    )
+    _add_model_options(knowledge)
+    _add_knowledge_options(knowledge)
+    knowledge.add_argument("--out", default="out/knowledge", help="output folder (default out/knowledge)")
+    knowledge.add_argument("--quiet", action="store_true", help="no progress bars")
+    knowledge.set_defaults(handler=_knowledge)
     return parser
 
 
