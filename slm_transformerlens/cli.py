@@ -157,9 +157,99 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
 
 
-def _add_knowledge_options(parser: argparse.ArgumentParser) -> None:
+def _compare(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from slm_transformerlens.compare import compare_models
+    from slm_transformerlens.knowledge import KnowledgeColumns, read_knowledge
+    from slm_transformerlens.speech.dataset import load_speech_dataset
+
+    def data(model: Any) -> Any:
+        return load_speech_dataset(
+            args.data,
+            model.speech_vocab,
+            hubert=args.hubert,
+            layer=args.hubert_layer,
+            quantizer=args.quantizer,
+            trust_pickle=args.trust_pickle,
+            plan=args.plan,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+
+    items = None
+    if args.knowledge:
+        columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
+        items = read_knowledge(args.knowledge, columns)
+    result = compare_models(
+        args.paths,
+        data,
+        args.out,
+        names=args.names,
+        loader=partial(_load_model, args),
+        knowledge_items=items,
+        knowledge_mode=args.mode,
+        speech_tokenizer=_speech_tokenizer(args) if items else None,
+        protocol=_protocol(args),
+        charts=not args.no_charts,
+        png=not args.no_png,
+        progress=not args.quiet,
+    )
+    for row in result.peaks.itertuples(index=False):
+        print(
+            f"{row.model}: transcription top-{args.k} peaks at layer {row.peak_layer} "
+            f"(depth {row.peak_depth:.2f}): {row.peak_rate:.3f}; knowledge accuracy {row.knowledge_accuracy:.3f}"
+        )
+    print(f"report: {result.report}")
+    return 0
+
+
+def _protocol(args: argparse.Namespace) -> Any:
+    from slm_transformerlens.lens import DEFAULT_STOP_WORDS, LensProtocol, TargetConfig, WordFilter
+
+    word_filter = None
+    if args.content_words or args.most_frequent:
+        stop_words = DEFAULT_STOP_WORDS if args.content_words else frozenset()
+        word_filter = WordFilter(stop_words=stop_words, most_frequent=args.most_frequent)
+    return LensProtocol(
+        positions=args.positions,
+        k=args.k,
+        ks=tuple(sorted({1, 5, 10, args.k})),
+        view=args.view,
+        target_config=TargetConfig(
+            case_variants=tuple(args.case_variants), space_variants=args.space_variants
+        ),
+        word_filter=word_filter,
+        seed=args.seed,
+        cluster_by=None if args.cluster_by == "none" else args.cluster_by,
+    )
+
+
+def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--mode",
+        "--positions",
+        default="last",
+        choices=["last", "first", "mean", "max", "any"],
+        help="word read-out: last unit (default), first, mean residual, max-pooled logits, any position",
+    )
+    parser.add_argument("-k", type=int, default=10, help="top-k of a hit (default 10)")
+    parser.add_argument("--view", default="text", help="vocabulary view of the rates (default text)")
+    parser.add_argument(
+        "--case-variants", nargs="*", default=[], choices=["lower", "upper", "capitalize", "title"]
+    )
+    parser.add_argument("--space-variants", action="store_true", help="also accept targets without the space")
+    parser.add_argument("--content-words", action="store_true", help="exclude stop words")
+    parser.add_argument("--most-frequent", type=int, default=0, help="exclude the N most frequent word types")
+    parser.add_argument("--cluster-by", default="utterance", choices=["utterance", "word", "none"])
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the shuffled control, bootstrap and plan"
+    )
+
+
+def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--mode") -> None:
+    parser.add_argument(
+        mode_flag,
+        dest="mode",
         default="speech",
         choices=["speech", "text", "speech_text", "text_speech", "interleaved"],
         help="prompt_continuation modalities (default speech; interleaved = speech_text)",
@@ -280,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--out", default="out/knowledge", help="output folder (default out/knowledge)")
     knowledge.add_argument("--quiet", action="store_true", help="no progress bars")
     knowledge.set_defaults(handler=_knowledge)
+
+    compare = commands.add_parser(
+        "compare", help="the lens analysis (and knowledge accuracy) of several checkpoints in one report"
+    )
+    compare.add_argument("paths", nargs="+", help="checkpoint directories (loaded one at a time)")
+    compare.add_argument("--data", nargs="+", required=True, help="WAVs with alignments, or .json unit files")
+    compare.add_argument("--names", nargs="+", help="a label per checkpoint (default: directory names)")
+    compare.add_argument("--knowledge", help="knowledge items: parquet file / folder or .json")
+    compare.add_argument(
+        "--plan", default="speech", choices=["speech", "text", "alternate", "poisson"], help="interleaving"
+    )
+    _add_model_options(compare)
+    _add_knowledge_options(compare, "--knowledge-mode")
+    _add_protocol_options(compare)
+    _add_output_options(compare, "out/compare")
+    compare.set_defaults(handler=_compare)
     return parser
 
 

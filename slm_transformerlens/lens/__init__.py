@@ -40,6 +40,7 @@ from slm_transformerlens.lens.positions import (
     capture_residuals,
     plan_readouts,
 )
+from slm_transformerlens.lens.protocol import POSITION_FORMULAS, LensProtocol
 from slm_transformerlens.lens.readout import (
     VIEWS,
     TokenNamer,
@@ -56,12 +57,14 @@ from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unem
 __all__ = [
     "DEFAULT_STOP_WORDS",
     "POOLED_MODES",
+    "POSITION_FORMULAS",
     "POSITION_MODES",
     "SITES",
     "VIEWS",
     "Lens",
     "LensError",
     "LensInputs",
+    "LensProtocol",
     "LogitLens",
     "ReadoutPlan",
     "Site",
