@@ -47,32 +47,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import slm_transformerlens as slt
     from slm_transformerlens.lens import TunedLens
     from slm_transformerlens.report import write_lens_report
-    from slm_transformerlens.speech.dataset import load_speech_dataset
 
-    model = slt.load(
-        args.path,
-        family=args.family,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        dtype=args.dtype,
-        unit_format=args.unit_format,
-        progress=not args.quiet,
-    )
-    utterances = load_speech_dataset(
-        args.audio,
-        model.speech_vocab,
-        hubert=args.hubert,
-        layer=args.hubert_layer,
-        quantizer=args.quantizer,
-        trust_pickle=args.trust_pickle,
-        plan=args.plan,
-        seed=args.seed,
-        resample=not args.no_resample,
-        progress=not args.quiet,
-    )
+    model = _load_model(args, args.path)
+    utterances = _speech_data(args, args.audio, model)
     lens = TunedLens.load(args.tuned_lens, model) if args.tuned_lens else None
     result = write_lens_report(
         model,
@@ -84,6 +63,7 @@ def _analyze(args: argparse.Namespace) -> int:
         png=not args.no_png,
         title=f"Lens analysis of {args.path}",
         progress=not args.quiet,
+        protocol=_protocol(args, modalities=None),
     )
     _print_result(result, args.k)
     return 0
@@ -99,6 +79,23 @@ def _load_model(args: argparse.Namespace, path: str) -> Any:
         device=args.device,
         dtype=args.dtype,
         unit_format=args.unit_format,
+        progress=not args.quiet,
+    )
+
+
+def _speech_data(args: argparse.Namespace, paths: Any, model: Any) -> Any:
+    from slm_transformerlens.speech.dataset import load_speech_dataset
+
+    return load_speech_dataset(
+        paths,
+        model.speech_vocab,
+        hubert=args.hubert,
+        layer=args.hubert_layer,
+        quantizer=args.quantizer,
+        trust_pickle=args.trust_pickle,
+        plan=args.plan,
+        seed=args.seed,
+        resample=not getattr(args, "no_resample", False),
         progress=not args.quiet,
     )
 
@@ -162,20 +159,6 @@ def _compare(args: argparse.Namespace) -> int:
 
     from slm_transformerlens.compare import compare_models
     from slm_transformerlens.knowledge import KnowledgeColumns, read_knowledge
-    from slm_transformerlens.speech.dataset import load_speech_dataset
-
-    def data(model: Any) -> Any:
-        return load_speech_dataset(
-            args.data,
-            model.speech_vocab,
-            hubert=args.hubert,
-            layer=args.hubert_layer,
-            quantizer=args.quantizer,
-            trust_pickle=args.trust_pickle,
-            plan=args.plan,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
 
     items = None
     if args.knowledge:
@@ -183,7 +166,7 @@ def _compare(args: argparse.Namespace) -> int:
         items = read_knowledge(args.knowledge, columns)
     result = compare_models(
         args.paths,
-        data,
+        partial(_speech_data, args, args.data),
         args.out,
         names=args.names,
         loader=partial(_load_model, args),
@@ -204,7 +187,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _protocol(args: argparse.Namespace) -> Any:
+def _protocol(args: argparse.Namespace, modalities: Any = ("speech",)) -> Any:
     from slm_transformerlens.lens import DEFAULT_STOP_WORDS, LensProtocol, TargetConfig, WordFilter
 
     word_filter = None
@@ -222,17 +205,22 @@ def _protocol(args: argparse.Namespace) -> Any:
         word_filter=word_filter,
         seed=args.seed,
         cluster_by=None if args.cluster_by == "none" else args.cluster_by,
+        modalities=modalities,
     )
 
 
-def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
+def _add_protocol_options(parser: argparse.ArgumentParser, *, k_and_seed: bool = True) -> None:
     parser.add_argument(
         "--positions",
         default="last",
         choices=["last", "first", "mean", "max", "any"],
         help="word read-out: last unit (default), first, mean residual, max-pooled logits, any position",
     )
-    parser.add_argument("-k", type=int, default=10, help="top-k of a hit (default 10)")
+    if k_and_seed:
+        parser.add_argument("-k", type=int, default=10, help="top-k of a hit (default 10)")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seed of the shuffled control, bootstrap, plan"
+        )
     parser.add_argument("--view", default="text", help="vocabulary view of the rates (default text)")
     parser.add_argument(
         "--case-variants", nargs="*", default=[], choices=["lower", "upper", "capitalize", "title"]
@@ -241,9 +229,6 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content-words", action="store_true", help="exclude stop words")
     parser.add_argument("--most-frequent", type=int, default=0, help="exclude the N most frequent word types")
     parser.add_argument("--cluster-by", default="utterance", choices=["utterance", "word", "none"])
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the shuffled control, bootstrap and plan"
-    )
 
 
 def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--mode") -> None:
@@ -282,6 +267,11 @@ def _print_result(result: Any, k: int) -> None:
         print(
             f"{row.modality:>6} words  {row.metric:<13} top-{k} rate peaks at layer {row.peak_layer:>3}: "
             f"{row.peak_rate:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] (n={row.n})"
+            + (
+                f"; chance: shuffled {row.shuffled_rate:.3f}, prior {row.prior_rate:.3f}"
+                if hasattr(row, "shuffled_rate")
+                else ""
+            )
         )
     print(f"report: {result.report}")
 
@@ -355,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", help="cpu, cuda, ...")
     analyze.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
+    _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")
     analyze.set_defaults(handler=_analyze)
 

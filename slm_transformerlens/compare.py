@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from slm_transformerlens.errors import SLMError
-from slm_transformerlens.lens import peak_layers, summarize_transcription, transcription_table
+from slm_transformerlens.lens import peak_layers
 from slm_transformerlens.lens.protocol import LensProtocol
 
 __all__ = ["CompareError", "Comparison", "compare_models", "comparison_chart", "rate_knowledge_correlation"]
@@ -133,29 +133,10 @@ def compare_models(
     for name, path in tqdm(list(zip(names, checkpoints, strict=True)), desc="compare", disable=not progress):
         model = loader(path)
         utterances = data(model) if callable(data) else data
-        table = transcription_table(
-            model,
-            utterances,
-            positions=protocol.positions,
-            modalities=protocol.modalities,
-            sites=protocol.sites,
-            views=(protocol.view,),
-            target_config=protocol.target_config,
-            ks=ks,
-            progress=progress,
-        )
+        table = protocol.transcription_table(model, utterances, views=(protocol.view,), progress=progress)
         if table.empty:
             raise CompareError(f"{name}: no word of the requested modalities in the data")
-        summary = summarize_transcription(
-            table,
-            ks=ks,
-            confidence=protocol.confidence,
-            controls=protocol.controls,
-            seed=protocol.seed,
-            cluster_by=protocol.cluster_by,
-            n_boot=protocol.n_boot,
-            word_filter=protocol.word_filter,
-        )
+        summary = protocol.summarize(table)
         n_layers = int(model.cfg.n_layers)
         depths[name] = n_layers
         summary.insert(0, "model", name)

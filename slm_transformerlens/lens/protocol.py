@@ -7,10 +7,14 @@ are made, the vocabulary view, the chance controls, the word filter and the inte
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
 
 from slm_transformerlens.lens.controls import WordFilter
+from slm_transformerlens.lens.metrics import summarize_transcription, transcription_table
 from slm_transformerlens.lens.targets import TargetConfig
 
 __all__ = ["POSITION_FORMULAS", "LensProtocol"]
@@ -45,6 +49,35 @@ class LensProtocol:
     cluster_by: str | None = "utterance"
     n_boot: int = 1000
     confidence: float = 0.95
+
+    def transcription_table(self, model: Any, dataset: Iterable[Any], **kwargs: Any) -> pd.DataFrame:
+        """:func:`~slm_transformerlens.lens.transcription_table` with this protocol's pooling, words,
+        sites, targets and ks (``kwargs``: ``lens``, ``layers``, ``views``, ``progress``...)."""
+        return transcription_table(
+            model,
+            dataset,
+            positions=self.positions,
+            modalities=self.modalities,
+            sites=self.sites,
+            target_config=self.target_config,
+            ks=sorted({*self.ks, self.k}),
+            **kwargs,
+        )
+
+    def summarize(self, table: pd.DataFrame, *, by: Sequence[str] = ("site", "view")) -> pd.DataFrame:
+        """:func:`~slm_transformerlens.lens.summarize_transcription` with this protocol's controls,
+        filter and intervals."""
+        return summarize_transcription(
+            table,
+            ks=sorted({*self.ks, self.k}),
+            by=by,
+            confidence=self.confidence,
+            controls=self.controls,
+            seed=self.seed,
+            cluster_by=self.cluster_by,
+            n_boot=self.n_boot,
+            word_filter=self.word_filter,
+        )
 
     def targets_text(self) -> str:
         """How words become target tokens, in words."""
