@@ -108,7 +108,7 @@ def transcription_table(
         view, or there is no next word), hits are nullable booleans.
     """
     lens = lens if lens is not None else LogitLens(model)
-    top_k = max(5, *[int(k) for k in ks]) if top_k is None else top_k
+    top_k = max([5, *(int(k) for k in ks)]) if top_k is None else top_k
     vocab = model.speech_vocab
     resolver = WordTargetResolver(model.tokenizer, target_config)
     namer = TokenNamer(vocab, model.tokenizer) if token_strings else None

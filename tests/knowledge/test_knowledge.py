@@ -202,3 +202,31 @@ def test_speech_prompt_from_units_scores_units_of_the_completion(spiritlm_model,
     assert isinstance(speech, Speech)
     table = knowledge_table(spiritlm_model, items, mode="speech", progress=False)
     assert table["n_correct"].tolist() == [len(i.spoken["correct"].speech.units) for i in items]
+
+
+def test_spoken_parts_from_the_fixture_audio_through_a_speech_tokenizer(spiritlm_model):
+    """Parquet audio + word timings -> HuBERT (tiny, random) + k-means -> units -> scored as speech."""
+    from transformers import HubertModel
+
+    from slm_transformerlens.speech.features import HubertFeatureExtractor
+    from slm_transformerlens.speech.quantizers import KMeansQuantizer
+    from slm_transformerlens.speech.tokenizer import SpeechTokenizer
+    from slm_transformerlens.testing import tiny_hubert_config
+
+    torch.manual_seed(0)
+    tokenizer = SpeechTokenizer(
+        HubertFeatureExtractor(HubertModel(tiny_hubert_config()).eval(), layer=11),
+        KMeansQuantizer(torch.randn(50, 16)),
+    )
+    items = read_knowledge(FIXTURE)[:3]
+    table = knowledge_table(spiritlm_model, items, mode="speech", speech_tokenizer=tokenizer, progress=False)
+    for item, row in zip(items, table.itertuples(index=False), strict=True):
+        spoken = item.spoken["correct"]
+        speech = tokenizer(spoken.audio, spoken.sample_rate, words=spoken.words, resample=True)
+        assert row.n_correct == len(speech.units)
+    mixed = knowledge_table(
+        spiritlm_model, items, mode="speech_text", speech_tokenizer=tokenizer, progress=False
+    )
+    assert mixed["n_correct"].tolist() == [
+        len(spiritlm_model.tokenizer(" " + i.correct, add_special_tokens=False).input_ids) for i in items
+    ]
