@@ -16,6 +16,16 @@ from slm_transformerlens.lens.base import (
     resolve_layers,
     stream_index,
 )
+from slm_transformerlens.lens.controls import (
+    DEFAULT_STOP_WORDS,
+    WordFilter,
+    chance_controls,
+    cluster_bootstrap,
+    cluster_intervals,
+    frequency_prior_hits,
+    shuffled_partners,
+    shuffled_target_hits,
+)
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.metrics import (
     peak_layers,
@@ -23,7 +33,14 @@ from slm_transformerlens.lens.metrics import (
     transcription_table,
     wilson_interval,
 )
-from slm_transformerlens.lens.positions import POSITION_MODES, ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.positions import (
+    POOLED_MODES,
+    POSITION_MODES,
+    ReadoutPlan,
+    capture_residuals,
+    plan_readouts,
+)
+from slm_transformerlens.lens.protocol import POSITION_FORMULAS, LensProtocol
 from slm_transformerlens.lens.readout import (
     VIEWS,
     TokenNamer,
@@ -38,12 +55,16 @@ from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tun
 from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
 
 __all__ = [
+    "DEFAULT_STOP_WORDS",
+    "POOLED_MODES",
+    "POSITION_FORMULAS",
     "POSITION_MODES",
     "SITES",
     "VIEWS",
     "Lens",
     "LensError",
     "LensInputs",
+    "LensProtocol",
     "LogitLens",
     "ReadoutPlan",
     "Site",
@@ -52,11 +73,16 @@ __all__ = [
     "TunedLens",
     "TunedLensConfig",
     "ViewReadout",
+    "WordFilter",
     "WordTargetResolver",
     "WordTargets",
     "as_lens_inputs",
     "capture_residuals",
+    "chance_controls",
+    "cluster_bootstrap",
+    "cluster_intervals",
     "evaluate_lenses",
+    "frequency_prior_hits",
     "frozen",
     "hook_name",
     "lens_table",
@@ -67,6 +93,8 @@ __all__ = [
     "read_vectors",
     "readout_frame",
     "resolve_layers",
+    "shuffled_partners",
+    "shuffled_target_hits",
     "stream_index",
     "summarize_transcription",
     "target_tensor",

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
-from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.positions import POOLED_MODES, ReadoutPlan, capture_residuals, plan_readouts
 from slm_transformerlens.lens.readout import (
     TokenNamer,
     ViewReadout,
@@ -155,6 +155,8 @@ def read_plan(
         targets=targets,
         chunk_size=chunk_size,
         describe_row=describe_row,
+        groups=plan.member_row if plan.mode in POOLED_MODES else None,
+        pool=plan.mode if plan.mode in POOLED_MODES else None,
     )
     return readout_frame(rows, readouts, group_names=vocab.group_names, namer=namer)
 
@@ -183,7 +185,10 @@ def lens_table(
         inputs: tokens ``[batch, pos]`` (with ``word_spans``), an ``EncodedBatch``, or Speech/Text inputs.
         lens: the lens to read with (default ``LogitLens(model)``; a ``TunedLens`` works the same).
         word_spans: the word-span table when ``inputs`` is a token tensor.
-        positions: ``"last"`` (default), ``"first"``, ``"every"``, ``"mean"`` (over each word span) or ``"all"``.
+        positions: ``"last"`` (default), ``"first"``, ``"every"``, ``"mean"`` (over each word span),
+            ``"max"`` (logits max-pooled over the span: ``l_w[v] = max_p l_p[v]``, then ranked), ``"any"``
+            (``rank_w = min_p rank_p``: a hit when the target is in the top-k at any position of the span)
+            or ``"all"``.
         modalities: keep only word spans of these modalities (``None`` = all).
         layers: block indices (``None`` = all).
         sites: any of ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``.

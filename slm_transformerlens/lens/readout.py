@@ -179,20 +179,24 @@ def read_many(
     targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
     chunk_size: int = 128,
     describe_row: Callable[[int], str] | None = None,
+    groups: Int[Tensor, " members"] | None = None,
+    pool: str | None = None,
 ) -> dict[tuple[int, str], dict[str, ViewReadout]]:
     """:func:`read_vectors` for many ``(layer, site)`` at once, sharing the unembedding matmuls.
 
     Each key's vectors are transformed and normalised (cheap, per layer), then the rows of ALL keys are
     unembedded together in chunks of ``chunk_size`` (larger matmuls run faster) and reduced at once.
     Every key must have the same rows (``targets`` apply to each of them). ``describe_row(i)`` names row
-    ``i`` (e.g. its batch and position) in the error raised for non-finite logits.
+    ``i`` (e.g. its batch and position) in the error raised for non-finite logits. With ``groups`` /
+    ``pool`` every key holds the same member vectors, pooled into rows as :func:`read_vectors` describes.
     """
     keys = list(vectors)
     if not keys:
         return {}
-    n_rows = int(vectors[keys[0]].shape[0])
-    if any(int(v.shape[0]) != n_rows for v in vectors.values()):
+    n_members = int(vectors[keys[0]].shape[0])
+    if any(int(v.shape[0]) != n_members for v in vectors.values()):
         raise LensError("read_many needs the same number of rows for every (layer, site)")
+    n_rows = n_members if groups is None else (int(groups[-1]) + 1 if groups.numel() else 0)
     with torch.no_grad():
         normed = torch.cat([lens.normalized(vectors[key], *key) for key in keys])
     repeated = {name: torch.cat([t] * len(keys)) for name, t in (targets or {}).items()}
@@ -202,6 +206,7 @@ def read_many(
         within = row % n_rows
         return f"layer {layer} {site}, {describe_row(within) if describe_row else f'row {within}'}"
 
+    all_groups = None if groups is None else torch.cat([groups + i * n_rows for i in range(len(keys))])
     merged = read_vectors(
         lens,
         normed,
@@ -213,6 +218,8 @@ def read_many(
         targets=repeated,
         chunk_size=chunk_size,
         describe_row=describe,
+        groups=all_groups,
+        pool=pool,
     )
     out: dict[tuple[int, str], dict[str, ViewReadout]] = {}
     for i, key in enumerate(keys):
@@ -399,6 +406,8 @@ def read_vectors(
     targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
     chunk_size: int = 128,
     describe_row: Callable[[int], str] | None = None,
+    groups: Int[Tensor, " members"] | None = None,
+    pool: str | None = None,
 ) -> dict[str, ViewReadout]:
     """Stream residual vectors through a lens and reduce each chunk at once.
 
@@ -420,6 +429,17 @@ def read_vectors(
         chunk_size: rows per unembedding matmul; peak extra memory is about ``chunk_size x d_vocab x 12``
             bytes.
         describe_row: names row ``i`` (layer, position...) in the error for non-finite logits.
+        groups: span pooling: ``vectors`` are the MEMBER vectors of the rows, ``groups[i]`` the row of
+            member ``i`` (non-decreasing, every row ``0..n_rows-1`` present); ``targets`` are per row.
+        pool: how members become a row (with ``groups``), for member logits ``l_p`` of row ``w``:
+
+            - ``"max"``: ``l_w[v] = max_{p in w} l_p[v]`` (per-token max over the span); every column
+              (ranks, probabilities, top-k, masses, entropy) is then computed from ``l_w`` in the view.
+            - ``"any"``: each position is read on its own; ``rank_w = min_{p in w} rank_p`` (the target is
+              in the top-k at ANY position iff ``rank_w < k``), ``prob_w = max_{p in w} prob_p``; entropy,
+              top-k and masses are those of the span's LAST position.
+
+            A target set (variants) first takes its best member (min rank) at each position.
 
     Returns:
         ``{view: ViewReadout}`` on the CPU.
@@ -430,8 +450,10 @@ def read_vectors(
     """
     if chunk_size < 1:
         raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
+    if (groups is None) != (pool is None) or pool not in (None, "max", "any"):
+        raise LensError(f"span pooling needs groups=... and pool='max' or 'any' together (got pool={pool!r})")
     targets = dict(targets or {})
-    n_rows = int(vectors.shape[0])
+    n_rows = int(vectors.shape[0]) if groups is None else (int(groups[-1]) + 1 if groups.numel() else 0)
     d_vocab = lens.d_vocab
     if group_labels.shape != (d_vocab,):
         raise LensError(
@@ -451,14 +473,24 @@ def read_vectors(
         onehot[torch.arange(d_vocab, device=device), group_labels.to(device)] = 1.0
     k = int(top_k)
     parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
-    for start in range(0, n_rows, chunk_size):
-        h = vectors[start : start + chunk_size].to(device)
+    for start, stop, m_start, m_stop in _chunks(n_rows, chunk_size, groups):
+        h = vectors[m_start:m_stop].to(device)
         with torch.no_grad():
             logits = lens.unembed(h) if layer is None else lens.logits(h, layer, site)  # [c, V] float32
-            check_finite_logits(logits, describe_row=lambda row, start=start: name_row(start + row))
-            chunk_targets = {
-                name: t[start : start + logits.shape[0]].to(device) for name, t in targets.items()
-            }
+            check_finite_logits(
+                logits,
+                describe_row=lambda i, start=start, m_start=m_start: name_row(
+                    start + i if groups is None else int(groups[m_start + i])
+                ),
+            )
+            chunk_targets = {name: t[start:stop].to(device) for name, t in targets.items()}
+            local = None if groups is None else (groups[m_start:m_stop] - start).to(device)
+            if pool == "max":
+                assert local is not None
+                logits = _max_pool(logits, local, stop - start)
+            elif pool == "any":
+                assert local is not None
+                chunk_targets = {name: t[local] for name, t in chunk_targets.items()}
             if segments is not None:
                 reduced = _reduce_segments(
                     logits, segments, k=k, n_groups=n_groups, targets=chunk_targets, membership=masks
@@ -466,6 +498,9 @@ def read_vectors(
             else:
                 assert onehot is not None
                 reduced = _reduce_masked(logits, k=k, onehot=onehot, targets=chunk_targets, masks=masks)
+            if pool == "any":
+                assert local is not None
+                reduced = {view: _pool_any(result, local, stop - start) for view, result in reduced.items()}
         for view, result in reduced.items():
             for key, value in result.items():
                 parts[view].setdefault(key, []).append(value.cpu())
@@ -483,6 +518,59 @@ def read_vectors(
             ranks={t: cat(f"r:{t}").long() for t in targets},
             probs={t: cat(f"p:{t}") for t in targets},
         )
+    return out
+
+
+def _chunks(
+    n_rows: int, chunk_size: int, groups: Int[Tensor, " members"] | None
+) -> list[tuple[int, int, int, int]]:
+    """``(row_start, row_stop, member_start, member_stop)`` per chunk: at most ``chunk_size`` members
+    (and at least one whole row) each."""
+    if groups is None:
+        return [
+            (s, min(s + chunk_size, n_rows), s, min(s + chunk_size, n_rows))
+            for s in range(0, n_rows, chunk_size)
+        ]
+    counts = torch.bincount(groups.cpu(), minlength=n_rows).tolist()
+    out, row, member = [], 0, 0
+    while row < n_rows:
+        stop, members = row, 0
+        while stop < n_rows and (stop == row or members + counts[stop] <= chunk_size):
+            members += counts[stop]
+            stop += 1
+        out.append((row, stop, member, member + members))
+        row, member = stop, member + members
+    return out
+
+
+def _max_pool(logits: Float[Tensor, "m vocab"], local: Int[Tensor, " m"], n: int) -> Float[Tensor, "n vocab"]:
+    """``out[w, v] = max over members p of row w of logits[p, v]``."""
+    out = torch.empty(n, logits.shape[1], device=logits.device, dtype=logits.dtype)
+    index = local.unsqueeze(-1).expand_as(logits)
+    return out.scatter_reduce_(0, index, logits, reduce="amax", include_self=False)
+
+
+def _pool_any(result: Mapping[str, Tensor], local: Int[Tensor, " m"], n: int) -> dict[str, Tensor]:
+    """Per-position reductions -> per-row: min rank, max probability, the last position's other columns."""
+    last = torch.zeros(n, dtype=torch.long, device=local.device)
+    last.scatter_reduce_(
+        0, local, torch.arange(len(local), device=local.device), reduce="amax", include_self=False
+    )
+    out = {}
+    for key, value in result.items():
+        if key.startswith("r:"):
+            big = torch.iinfo(torch.long).max
+            ranks = torch.where(value < 0, torch.full_like(value, big), value)
+            best = torch.full((n,), big, dtype=torch.long, device=value.device)
+            best.scatter_reduce_(0, local, ranks, reduce="amin")
+            out[key] = torch.where(best == big, torch.full_like(best, -1), best)
+        elif key.startswith("p:"):
+            probs = torch.nan_to_num(value, nan=-1.0)
+            best_p = torch.full((n,), -1.0, dtype=value.dtype, device=value.device)
+            best_p.scatter_reduce_(0, local, probs, reduce="amax")
+            out[key] = torch.where(best_p < 0, torch.full_like(best_p, float("nan")), best_p)
+        else:
+            out[key] = value[last]
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import wave
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -37,8 +38,8 @@ __all__ = [
 TARGET_SAMPLE_RATE: int = 16_000
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file with the standard library.
+def read_wav(path: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """Read a PCM WAV file (a path or an open binary file, e.g. ``io.BytesIO``) with the standard library.
 
     Returns:
         ``(audio, sample_rate)``: float32 in ``[-1, 1]``, shape ``(samples,)`` for mono or
@@ -48,7 +49,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         SpeechInputError: not a PCM WAV file (compressed or float WAV: convert it first).
     """
     try:
-        with wave.open(str(path), "rb") as handle:
+        with wave.open(path if hasattr(path, "read") else str(path), "rb") as handle:  # type: ignore[arg-type]
             n_channels, width, rate, n_frames = (
                 handle.getnchannels(),
                 handle.getsampwidth(),
@@ -77,13 +78,13 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return (data[0].copy() if n_channels == 1 else np.ascontiguousarray(data)), rate
 
 
-def write_wav(path: str | Path, audio: np.ndarray | Tensor, sample_rate: int) -> None:
-    """Write mono or ``(channels, samples)`` float audio in ``[-1, 1]`` as 16-bit PCM WAV."""
+def write_wav(path: str | Path | BinaryIO, audio: np.ndarray | Tensor, sample_rate: int) -> None:
+    """Write mono or ``(channels, samples)`` float audio in ``[-1, 1]`` as 16-bit PCM WAV (path or binary file)."""
     array = np.asarray(audio.detach().cpu() if isinstance(audio, Tensor) else audio, dtype=np.float64)
     if array.ndim == 1:
         array = array[None]
     pcm = np.clip(np.round(array * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
+    with wave.open(path if hasattr(path, "write") else str(path), "wb") as handle:  # type: ignore[arg-type]
         handle.setnchannels(array.shape[0])
         handle.setsampwidth(2)
         handle.setframerate(int(sample_rate))
