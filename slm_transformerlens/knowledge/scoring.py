@@ -127,13 +127,7 @@ def sequence_log_likelihoods(
         with torch.no_grad():
             logits = model(tokens.to(device), **kwargs).float()[:, :-1]
             real = attention[:, 1:].bool().to(device)  # padded positions are never scored
-            check_finite_logits(
-                logits[real],
-                describe_row=lambda r, where=torch.nonzero(real).tolist(), batch=batch: (
-                    f"sequence {batch[where[r][0]]} position {where[r][1]}"
-                ),
-                what="knowledge logits",
-            )
+            check_finite_logits(logits[real], describe_row=_row_namer(real, batch), what="knowledge logits")
             if mask_allowed is not None:
                 logits = logits.masked_fill(~mask_allowed, float("-inf"))
             log_probs = torch.log_softmax(logits, dim=-1)
@@ -144,6 +138,16 @@ def sequence_log_likelihoods(
         sums[batch] = values.sum(-1)
         counts[batch] = keep.sum(-1)
     return sums, counts
+
+
+def _row_namer(real: Bool[Tensor, "batch pos"], batch: Sequence[int]) -> Callable[[int], str]:
+    """Names row ``r`` of ``logits[real]``: its sequence and position (only called on an error)."""
+
+    def name(r: int) -> str:
+        row, position = torch.nonzero(real)[r].tolist()
+        return f"sequence {batch[row]} position {position}"
+
+    return name
 
 
 def _segment(
