@@ -4,17 +4,20 @@ Subcommands:
     inspect PATH   describe a checkpoint (family, architecture, vocabulary layout, sizes)
     demo           the embedded default (real SmolLM2-135M + units, packaged real speech) -> lens report
     analyze PATH   the lens report of a checkpoint on your audio + word alignments (or unit files)
+    knowledge PATH DATA   spoken-knowledge accuracy (correct vs counterfactual likelihood, slamkit's rules)
+    compare PATH... --data ...   the lens analysis and knowledge accuracy of several checkpoints, one report
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "cli_message", "main"]
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -45,32 +48,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import slm_transformerlens as slt
-    from slm_transformerlens.apps.report import write_lens_report
-    from slm_transformerlens.lens import TunedLens
-    from slm_transformerlens.speech.dataset import load_speech_dataset
+    from slm_transformerlens.apps.report import prepare_output_folder, write_lens_report
+    from slm_transformerlens.lens import LensError, TunedLens
+    from slm_transformerlens.speech.dataset import expand_inputs
 
-    model = slt.load(
-        args.path,
-        family=args.family,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        dtype=args.dtype,
-        unit_format=args.unit_format,
-        progress=not args.quiet,
-    )
-    utterances = load_speech_dataset(
-        args.audio,
-        model.speech_vocab,
-        hubert=args.hubert,
-        layer=args.hubert_layer,
-        quantizer=args.quantizer,
-        trust_pickle=args.trust_pickle,
-        plan=args.plan,
-        seed=args.seed,
-        resample=not args.no_resample,
-        progress=not args.quiet,
-    )
+    if args.k < 1:
+        raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
+    expand_inputs(args.audio)  # bad -k, missing inputs and an unwritable --out fail before the model loads
+    prepare_output_folder(args.out)
+    model = _load_model(args, args.path)
+    utterances = _speech_data(args, args.audio, model)
     lens = TunedLens.load(args.tuned_lens, model) if args.tuned_lens else None
     result = write_lens_report(
         model,
@@ -82,9 +69,201 @@ def _analyze(args: argparse.Namespace) -> int:
         png=not args.no_png,
         title=f"Lens analysis of {args.path}",
         progress=not args.quiet,
+        protocol=_protocol(args, modalities=None),
     )
     _print_result(result, args.k)
     return 0
+
+
+def _load_model(args: argparse.Namespace, path: str) -> Any:
+    import slm_transformerlens as slt
+
+    return slt.load(
+        path,
+        family=args.family,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        dtype=args.dtype,
+        unit_format=args.unit_format,
+        progress=not args.quiet,
+    )
+
+
+def _speech_data(args: argparse.Namespace, paths: Any, model: Any) -> Any:
+    from slm_transformerlens.speech.dataset import load_speech_dataset
+
+    return load_speech_dataset(
+        paths,
+        model.speech_vocab,
+        hubert=args.hubert,
+        layer=args.hubert_layer,
+        quantizer=args.quantizer,
+        trust_pickle=args.trust_pickle,
+        plan=args.plan,
+        seed=args.seed,
+        resample=not getattr(args, "no_resample", False),
+        progress=not args.quiet,
+    )
+
+
+def _speech_tokenizer(args: argparse.Namespace) -> Any:
+    if not args.hubert or not args.quantizer:
+        return None
+    from slm_transformerlens.speech.features import HubertFeatureExtractor
+    from slm_transformerlens.speech.quantizers import load_quantizer
+    from slm_transformerlens.speech.tokenizer import SpeechTokenizer
+
+    return SpeechTokenizer(
+        HubertFeatureExtractor(args.hubert, layer=args.hubert_layer),
+        load_quantizer(args.quantizer, trust_pickle=args.trust_pickle),
+    )
+
+
+def _knowledge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from slm_transformerlens.knowledge import (
+        KnowledgeColumns,
+        knowledge_accuracy,
+        knowledge_table,
+        read_knowledge,
+    )
+
+    columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
+    items = read_knowledge(args.data, columns)
+    model = _load_model(args, args.path)
+    table = knowledge_table(
+        model,
+        items,
+        mode=args.mode,
+        speech_tokenizer=_speech_tokenizer(args),
+        token_modality=args.token_modality,
+        score_tokens=args.score_tokens,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "knowledge.csv", index=False)
+    accuracy = knowledge_accuracy(table, mean_nll=not args.sum)
+    nll = "summed" if args.sum else "length-normalised"
+    print(f"knowledge accuracy {accuracy:.3f} (n={len(table)}, mode {args.mode}, {nll} NLL, tie = 0.5)")
+    print(f"table: {out / 'knowledge.csv'}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tokenizer", help="tokenizer directory (SIMS: the BASE text tokenizer)")
+    parser.add_argument("--family", choices=["sims", "spiritlm", "generic"], help="force the family")
+    parser.add_argument("--unit-format", help="unit token format for the generic family, e.g. '<Un{}>'")
+    parser.add_argument("--device", help="cpu, cuda, ...")
+    parser.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from slm_transformerlens.apps.compare import compare_models
+    from slm_transformerlens.knowledge import KnowledgeColumns, read_knowledge
+
+    items = None
+    if args.knowledge:
+        columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
+        items = read_knowledge(args.knowledge, columns)
+    result = compare_models(
+        args.paths,
+        partial(_speech_data, args, args.data),
+        args.out,
+        names=args.names,
+        loader=partial(_load_model, args),
+        knowledge_items=items,
+        knowledge_mode=args.mode,
+        speech_tokenizer=_speech_tokenizer(args) if items else None,
+        protocol=_protocol(args),
+        charts=not args.no_charts,
+        png=not args.no_png,
+        progress=not args.quiet,
+    )
+    for row in result.peaks.itertuples(index=False):
+        print(
+            f"{row.model}: transcription top-{args.k} peaks at layer {row.peak_layer} "
+            f"(depth {row.peak_depth:.2f}): {row.peak_rate:.3f}; knowledge accuracy {row.knowledge_accuracy:.3f}"
+        )
+    print(f"report: {result.report}")
+    return 0
+
+
+def _protocol(args: argparse.Namespace, modalities: Any = ("speech",)) -> Any:
+    from slm_transformerlens.lens import DEFAULT_STOP_WORDS, LensProtocol, TargetConfig, WordFilter
+
+    word_filter = None
+    if args.content_words or args.most_frequent:
+        stop_words = DEFAULT_STOP_WORDS if args.content_words else frozenset()
+        word_filter = WordFilter(stop_words=stop_words, most_frequent=args.most_frequent)
+    return LensProtocol(
+        positions=args.positions,
+        k=args.k,
+        ks=tuple(sorted({1, 5, 10, args.k})),
+        view=args.view,
+        target_config=TargetConfig(
+            case_variants=tuple(args.case_variants), space_variants=args.space_variants
+        ),
+        word_filter=word_filter,
+        seed=args.seed,
+        cluster_by=None if args.cluster_by == "none" else args.cluster_by,
+        modalities=modalities,
+    )
+
+
+def _add_protocol_options(parser: argparse.ArgumentParser, *, k_and_seed: bool = True) -> None:
+    parser.add_argument(
+        "--positions",
+        default="last",
+        choices=["last", "first", "mean", "max", "any"],
+        help="word read-out: last unit (default), first, mean residual, max-pooled logits, any position",
+    )
+    if k_and_seed:
+        parser.add_argument("-k", type=int, default=10, help="top-k of a hit (default 10)")
+        parser.add_argument(
+            "--seed", type=int, default=0, help="seed of the shuffled control, bootstrap, plan"
+        )
+    parser.add_argument("--view", default="text", help="vocabulary view of the rates (default text)")
+    parser.add_argument(
+        "--case-variants", nargs="*", default=[], choices=["lower", "upper", "capitalize", "title"]
+    )
+    parser.add_argument("--space-variants", action="store_true", help="also accept targets without the space")
+    parser.add_argument("--content-words", action="store_true", help="exclude stop words")
+    parser.add_argument("--most-frequent", type=int, default=0, help="exclude the N most frequent word types")
+    parser.add_argument("--cluster-by", default="utterance", choices=["utterance", "word", "none"])
+
+
+def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--mode") -> None:
+    parser.add_argument(
+        mode_flag,
+        dest="mode",
+        default="speech",
+        choices=["speech", "text", "speech_text", "text_speech", "interleaved"],
+        help="prompt_continuation modalities (default speech; interleaved = speech_text)",
+    )
+    parser.add_argument(
+        "--token-modality",
+        choices=["text", "speech", "all"],
+        help="tokens scored (default: the completion's)",
+    )
+    parser.add_argument("--score-tokens", default="continuation", choices=["continuation", "sequence"])
+    parser.add_argument(
+        "--sum",
+        action="store_true",
+        help="summed NLL instead of length-normalised (slamkit's mean_nll=False)",
+    )
+    parser.add_argument("--columns", help='JSON of parquet column names, e.g. \'{"prompt_text": "prompt"}\'')
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--hubert", help="local HubertModel directory (for spoken parts given as audio)")
+    parser.add_argument("--hubert-layer", type=int, default=11, help="HuBERT layer (default 11)")
+    parser.add_argument(
+        "--quantizer", help="k-means .npy / torch dict / joblib, or SpiritLM linear quantizer"
+    )
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
 
 
 def _print_result(result: Any, k: int) -> None:
@@ -94,6 +273,11 @@ def _print_result(result: Any, k: int) -> None:
         print(
             f"{row.modality:>6} words  {row.metric:<13} top-{k} rate peaks at layer {row.peak_layer:>3}: "
             f"{row.peak_rate:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] (n={row.n})"
+            + (
+                f"; chance: shuffled {row.shuffled_rate:.3f}, prior {row.prior_rate:.3f}"
+                if hasattr(row, "shuffled_rate")
+                else ""
+            )
         )
     print(f"report: {result.report}")
 
@@ -140,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
         "audio",
         nargs="+",
         help="WAV files, each with an alignment beside it (same stem, .json slamkit / .TextGrid MFA); "
-        "or .json unit files holding 'units', 'durations' and 'aligned_text'",
+        ".json unit files holding 'units', 'durations' and 'aligned_text'; or directories: each gives its "
+        ".wav files and the .json files that are not a WAV's alignment (not sub-folders)",
     )
     analyze.add_argument("--tokenizer", help="tokenizer directory (SIMS: the BASE text tokenizer)")
     analyze.add_argument("--family", choices=["sims", "spiritlm", "generic"], help="force the family")
@@ -167,13 +352,65 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", help="cpu, cuda, ...")
     analyze.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
+    _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")
     analyze.set_defaults(handler=_analyze)
+
+    knowledge = commands.add_parser(
+        "knowledge", help="spoken-knowledge accuracy: correct vs counterfactual completion likelihood"
+    )
+    knowledge.add_argument("path", help="checkpoint directory")
+    knowledge.add_argument(
+        "data", help="a parquet file / folder (common-sense-facts-audio layout) or our .json"
+    )
+    _add_model_options(knowledge)
+    _add_knowledge_options(knowledge)
+    knowledge.add_argument("--out", default="out/knowledge", help="output folder (default out/knowledge)")
+    knowledge.add_argument("--quiet", action="store_true", help="no progress bars")
+    knowledge.set_defaults(handler=_knowledge)
+
+    compare = commands.add_parser(
+        "compare", help="the lens analysis (and knowledge accuracy) of several checkpoints in one report"
+    )
+    compare.add_argument("paths", nargs="+", help="checkpoint directories (loaded one at a time)")
+    compare.add_argument("--data", nargs="+", required=True, help="WAVs with alignments, or .json unit files")
+    compare.add_argument("--names", nargs="+", help="a label per checkpoint (default: directory names)")
+    compare.add_argument("--knowledge", help="knowledge items: parquet file / folder or .json")
+    compare.add_argument(
+        "--plan", default="speech", choices=["speech", "text", "alternate", "poisson"], help="interleaving"
+    )
+    _add_model_options(compare)
+    _add_knowledge_options(compare, "--knowledge-mode")
+    _add_protocol_options(compare)
+    _add_output_options(compare, "out/compare")
+    compare.set_defaults(handler=_compare)
     return parser
 
 
+#: Python keyword advice in package messages -> the matching command-line option.
+_CLI_WORDING: tuple[tuple[str, str], ...] = (
+    (r"\bfamily='(\w+)'", r"--family \1"),
+    (r"\bdtype='?(?:torch\.)?(\w+)'?", r"--dtype \1"),
+    (r"\btrust_pickle=True\b", "--trust-pickle"),
+    (r"\bresample=True\b", "resampling (leave out --no-resample)"),
+    (r"\bout_dir=", "--out"),
+    (r"\bunit_format=", "--unit-format"),
+    (r"\b(tokenizer|family|hubert|quantizer)=", r"--\1"),
+)
+
+
+def cli_message(error: BaseException) -> str:
+    """A package error as one line, with its Python keyword advice (``tokenizer=``) in option form
+    (``--tokenizer``)."""
+    text = " ".join(str(error).split())
+    for pattern, replacement in _CLI_WORDING:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``slm-lens``; errors of this package are printed as one line, not a traceback."""
+    """Run ``slm-lens``; errors of this package (and file-system errors) are printed as one line, not a
+    traceback, and the exit status is 2."""
     from slm_transformerlens.errors import SLMError
 
     args = build_parser().parse_args(argv)
@@ -183,8 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # Hugging Face's own "Loading weights" bars
     try:
         return int(args.handler(args))
-    except SLMError as error:
-        print(f"slm-lens {args.command}: error: {error}", file=sys.stderr)
+    except (SLMError, OSError) as error:
+        print(f"slm-lens {args.command}: error: {cli_message(error)}", file=sys.stderr)
         return 2
 
 

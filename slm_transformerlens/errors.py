@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "MissingCheckpointFileError",
+    "NonFiniteError",
+    "OutputError",
     "SLMError",
     "SpeechInputError",
     "UnsupportedArchitectureError",
@@ -39,3 +41,11 @@ class VocabularyError(SLMError, ValueError):
 
 class SpeechInputError(SLMError, ValueError):
     """A speech input (audio, units, alignment, interleaving) is invalid."""
+
+
+class NonFiniteError(SLMError, ValueError):
+    """A weight, activation or logit is NaN or infinite (a corrupt file or a dtype overflow)."""
+
+
+class OutputError(SLMError, OSError):
+    """An output folder or file cannot be written (permissions, a file in the way, a full disk)."""

@@ -260,10 +260,11 @@ def load(
 
 def _stored_config(directory: Path) -> Any:
     """The config.json contents as an attribute bag (for ``dtype='auto'``)."""
-    import json
     from types import SimpleNamespace
 
+    from slm_transformerlens.checkpoints.files import read_json
+
     path = directory / "config.json"
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = read_json(path, what="model config") if path.is_file() else {}
     base = data.get("base_config") if isinstance(data.get("base_config"), dict) else data
     return SimpleNamespace(dtype=base.get("dtype") or data.get("dtype"), torch_dtype=base.get("torch_dtype"))

@@ -123,7 +123,10 @@ def test_report_refuses_an_empty_selection(spiritlm_model, tmp_path: Path) -> No
     from tests.lens.conftest import make_utterance
 
     tokens, spans = make_utterance(spiritlm_model)
+    written_only = (tokens, spans[spans["modality"] == "text"])
     with pytest.raises(LensError, match="nothing to analyse"):
+        write_lens_report(spiritlm_model, [written_only], tmp_path, modalities=("speech",), progress=False)
+    with pytest.raises(LensError, match=r"unknown \['pitch'\]; choose from \['speech', 'text'\]"):
         write_lens_report(spiritlm_model, [(tokens, spans)], tmp_path, modalities=("pitch",), progress=False)
     with pytest.raises(LensError, match="heatmap_utterance=3"):
         write_lens_report(spiritlm_model, [(tokens, spans)], tmp_path, heatmap_utterance=3, progress=False)

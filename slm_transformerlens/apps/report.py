@@ -11,26 +11,38 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from slm_transformerlens.errors import OutputError
 from slm_transformerlens.lens import (
     LogitLens,
     lens_table,
     peak_layers,
-    summarize_transcription,
-    transcription_table,
 )
 from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.lens.protocol import LensProtocol
+from slm_transformerlens.lens.readout import TokenNamer
 from slm_transformerlens.protocols import SpeechLM
+from slm_transformerlens.spans import as_encoded_batch
 
-__all__ = ["ReportFiles", "markdown_table", "write_lens_report"]
+__all__ = ["ReportFiles", "markdown_table", "prepare_output_folder", "write_lens_report"]
 
 #: Columns of the summary rows shown in the report's per-layer table.
-_RATE_COLUMNS = ("layer", "rate", "ci_low", "ci_high", "n")
+_RATE_COLUMNS = (
+    "layer",
+    "rate",
+    "shuffled_rate",
+    "prior_rate",
+    "ci_low",
+    "ci_high",
+    "cluster_low",
+    "cluster_high",
+    "n",
+)
 
 
 @dataclass
@@ -98,7 +110,8 @@ def _charts(
             rows,
             k=k,
             view="text",
-            title=f"{modality} words: current-word and next-word top-{k} rate (text view)",
+            title=f"{modality} words: current-word and next-word top-{k} rate (text view); "
+            "dashed: shuffled targets, grey: frequency prior",
         )
     charts["modality_mass"] = modality_mass_chart(table, title="probability mass per vocabulary group")
     files = {}
@@ -107,6 +120,26 @@ def _charts(
         if png:
             files[f"{name}_png"] = save_chart(chart, out_dir / f"{name}.png")
     return files
+
+
+def prepare_output_folder(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and check that files can be written in it, before any long work.
+
+    Raises:
+        OutputError: the folder cannot be created (a file in the way, no permission) or written to.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".slm-lens-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(
+            f"cannot write to the output folder {out} ({error.strerror or error}); pass out_dir= a folder "
+            "you can write to"
+        ) from None
+    return out
 
 
 def write_lens_report(
@@ -124,6 +157,7 @@ def write_lens_report(
     title: str = "Logit lens on a speech LM",
     notes: Sequence[str] = (),
     progress: bool = True,
+    protocol: LensProtocol | None = None,
 ) -> ReportFiles:
     """Transcription and next-word analysis of ``utterances``, written to ``out_dir``.
 
@@ -141,6 +175,8 @@ def write_lens_report(
         title: the report's title.
         notes: paragraphs added under the title (e.g. what the model is).
         progress: show progress bars.
+        protocol: the analysis settings (pooling, targets, word filter, controls, intervals); when given,
+            its ``k`` and ``modalities`` replace the arguments of the same names. Stated in the report.
 
     Returns:
         The tables and the paths written: ``transcription`` (parquet or csv.gz), ``summary.csv``,
@@ -148,20 +184,22 @@ def write_lens_report(
     """
     if not 0 <= heatmap_utterance < len(utterances):
         raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_folder(out_dir)
     lens = lens if lens is not None else LogitLens(model)
-    ks = sorted({1, 5, 10, int(k)})
-    table = transcription_table(
-        model, utterances, lens=lens, layers=layers, modalities=modalities, ks=ks, progress=progress
-    )
+    if protocol is None:
+        protocol = LensProtocol(k=k, modalities=modalities)
+    k, modalities = protocol.k, protocol.modalities
+    ks = sorted({*protocol.ks, int(k)})
+    protocol = replace(protocol, ks=tuple(ks), lens=type(lens).__name__)
+    table = protocol.transcription_table(model, utterances, lens=lens, layers=layers, progress=progress)
     if table.empty:
         raise LensError("no word of the requested modalities was found in the utterances: nothing to analyse")
-    summary = summarize_transcription(table, ks=ks, by=("site", "view", "modality"))
+    summary = protocol.summarize(table, by=("site", "view", "modality"))
     peaks = peak_layers(summary, by=("site", "view", "modality"))
     heat = lens_table(
         model, utterances[heatmap_utterance], lens=lens, layers=layers, positions="all", top_k=3
     )
+    heat["input_token"] = _input_tokens(model, utterances[heatmap_utterance], heat)
     files: dict[str, Path] = {"transcription": _save_table(table, out / "transcription")}
     summary.to_csv(out / "summary.csv", index=False)
     peaks.to_csv(out / "peaks.csv", index=False)
@@ -175,11 +213,28 @@ def write_lens_report(
     files["report"] = out / "report.md"
     files["report"].write_text(
         _report_text(
-            model, utterances, table, summary, peaks, files, lens=lens, title=title, notes=notes, k=k
+            model,
+            utterances,
+            table,
+            summary,
+            peaks,
+            files,
+            lens=lens,
+            title=title,
+            notes=notes,
+            k=k,
+            protocol=protocol,
         ),
         encoding="utf-8",
     )
     return ReportFiles(out, table, summary, peaks, files)
+
+
+def _input_tokens(model: SpeechLM, utterance: Any, heat: pd.DataFrame) -> list[str]:
+    """The readable input token at each (batch, position) row of a heatmap table."""
+    tokens = as_encoded_batch(model, utterance).tokens.cpu()
+    namer = TokenNamer(model.speech_vocab, getattr(model, "tokenizer", None))
+    return [namer(int(tokens[b, p])) for b, p in zip(heat["batch"], heat["position"], strict=True)]
 
 
 def _report_text(
@@ -194,6 +249,7 @@ def _report_text(
     title: str,
     notes: Sequence[str],
     k: int,
+    protocol: LensProtocol,
 ) -> str:
     cfg = model.cfg
     vocab = model.speech_vocab
@@ -211,14 +267,13 @@ def _report_text(
         "",
         f"- {len(utterances)} utterances, {len(words)} analysed words "
         f"({', '.join(f'{n} {m}' for m, n in words['modality'].value_counts().items())})",
-        "- read-out position: each word's last token (for a spoken word: its last unit), "
-        "`resid_post` of every layer, ranks among text tokens (view `text`) and over the full vocabulary, "
-        f"read through the {type(lens).__name__}",
         "",
+        *protocol.markdown(),
         "## Where each rate peaks",
         "",
-        "Transcription = the current word's first text token is in the top-k; next word = the following "
-        "word's first text token is (95% Wilson intervals).",
+        "Transcription = the current word's target is in the top-k; next word = the following word's target "
+        "is. `shuffled_rate` and `prior_rate` are the chance levels beside each rate (see Protocol); "
+        "`ci_*` are Wilson intervals (rows as independent), `cluster_*` the cluster-bootstrap intervals.",
         "",
         markdown_table(peaks[(peaks["k"] == k) & (peaks["view"] == "text")].drop(columns=["site"])),
         "",

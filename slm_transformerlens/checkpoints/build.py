@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from slm_transformerlens.checkpoints.files import WeightFiles, iter_checkpoint_tensors
+from slm_transformerlens.checks import check_finite_weight
 from slm_transformerlens.errors import CheckpointError, UnsupportedArchitectureError
 
 __all__ = [
@@ -48,9 +49,17 @@ def resolve_architecture(hf_config: Any) -> str:
     mapped = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if model_type else None
     if mapped:
         names.append(mapped)
+    causal = bool(mapped) or any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
     supported = set(supported_architectures())
     for name in names:
         if name in supported:
+            if not causal:  # TransformerLens wraps some encoders too (HuBERT): not a language model
+                raise UnsupportedArchitectureError(
+                    f"this config describes a {model_type!r} model ({name}), not a causal language model; "
+                    "pass a speech LM checkpoint (SIMS, SpiritLM, or a causal LM whose tokenizer has unit "
+                    "tokens). A HuBERT folder is the speech encoder: pass it as --hubert to slm-lens analyze "
+                    "(HubertFeatureExtractor in Python)."
+                )
             return name
     raise UnsupportedArchitectureError(
         f"architecture {names or model_type!r} is not supported by TransformerLens "
@@ -134,6 +143,7 @@ def build_causal_lm(
     Raises:
         CheckpointError: a weight the model needs is missing, a tensor has the wrong shape, or
             the file holds unexpected keys.
+        NonFiniteError: a weight holds NaN or infinity (as stored, or after conversion to ``dtype``).
     """
     from transformers import AutoModelForCausalLM
 
@@ -167,7 +177,9 @@ def build_causal_lm(
                     f"{path.name}: tensor {key} has shape {tuple(tensor.shape)}, but the config implies "
                     f"{tuple(expected[name].shape)}; config.json and the weights disagree"
                 )
-            batch[name] = tensor.to(device=device, dtype=dtype)
+            converted = tensor.to(device=device, dtype=dtype)
+            check_finite_weight(converted, name=key, source=path.name, dtype=dtype)
+            batch[name] = converted
         model.load_state_dict(batch, strict=False, assign=True)
         loaded.update(batch)
         del batch, tensors

@@ -7,9 +7,9 @@ pickle is only ever opened with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from slm_transformerlens.errors import CheckpointError, MissingCheckpointFileError
+from slm_transformerlens.jsonfile import read_json_object
+from slm_transformerlens.safe_pickle import ZIP_MAGIC, refusal_reason
 
 __all__ = [
     "WeightFiles",
@@ -44,13 +46,23 @@ def read_json(path: Path, *, what: str) -> dict[str, Any]:
         raise MissingCheckpointFileError(
             f"{what} not found: {path} does not exist. Is {path.parent} a checkpoint directory?"
         )
+    return read_json_object(
+        path, what=what, error=CheckpointError, fix="restore it from the original checkpoint"
+    )
+
+
+@contextmanager
+def _safetensors_errors(path: Path) -> Iterator[None]:
+    """Turn safetensors' errors on a damaged file into a CheckpointError naming the file."""
+    from safetensors import SafetensorError
+
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{what} {path} is not valid JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{what} {path} must hold a JSON object, not {type(data).__name__}")
-    return data
+        yield
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({error}); it is truncated or corrupt (an "
+            "interrupted download?): download it again"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -137,16 +149,10 @@ def iter_checkpoint_tensors(weights: WeightFiles) -> Iterator[tuple[Path, dict[s
         if weights.format == "safetensors":
             from safetensors.torch import load_file
 
-            tensors = load_file(str(path))
+            with _safetensors_errors(path):
+                tensors = load_file(str(path))
         else:
-            try:
-                tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as error:
-                raise CheckpointError(
-                    f"{path} could not be read as a torch state dict with weights_only=True ({error}). "
-                    "slm_transformerlens never unpickles arbitrary objects; convert the file to "
-                    "safetensors with the tool that wrote it."
-                ) from error
+            tensors = _load_torch_state_dict(path)
             if not isinstance(tensors, dict):
                 raise CheckpointError(f"{path} holds a {type(tensors).__name__}, not a state dict")
         if weights.weight_map is not None:
@@ -159,6 +165,21 @@ def iter_checkpoint_tensors(weights: WeightFiles) -> Iterator[tuple[Path, dict[s
         yield path, tensors
 
 
+def _load_torch_state_dict(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: memory-mapped for the zip format, read whole for the legacy one."""
+    with path.open("rb") as handle:
+        zipped = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path} is not a plain torch state dict: {refusal_reason(error)}. slm_transformerlens only "
+            "reads tensors (torch.load with weights_only=True) and never unpickles other objects. To "
+            "convert it safely, load it once in an isolated environment you trust and save its tensors "
+            "with safetensors.torch.save_file(state_dict, 'model.safetensors')."
+        ) from None
+
+
 def peek_tensor_shape(weights: WeightFiles, key: str) -> tuple[int, ...] | None:
     """The shape of tensor ``key`` without loading the weights (safetensors only; else ``None``)."""
     if weights.format != "safetensors":
@@ -168,7 +189,7 @@ def peek_tensor_shape(weights: WeightFiles, key: str) -> tuple[int, ...] | None:
     candidates = [weights.weight_map[key]] if weights.weight_map and key in weights.weight_map else None
     files = [f for f in weights.files if candidates is None or f.name in candidates]
     for path in files:
-        with safe_open(str(path), framework="pt") as handle:
+        with _safetensors_errors(path), safe_open(str(path), framework="pt") as handle:
             if key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                 return tuple(handle.get_slice(key).get_shape())
     return None
@@ -186,7 +207,7 @@ def scan_weights(
         from safetensors import safe_open
 
         for path in weights.files:
-            with safe_open(str(path), framework="pt") as handle:
+            with _safetensors_errors(path), safe_open(str(path), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
                     tensor_slice = handle.get_slice(key)
                     stored = str(tensor_slice.get_dtype()).upper()

@@ -24,7 +24,13 @@ def hf_config_of(directory: Path) -> Any:
     """The HF config of a plain causal-LM directory."""
     from transformers import AutoConfig
 
-    read_json(directory / "config.json", what="model config")  # clear error when absent or broken
+    stored = read_json(directory / "config.json", what="model config")  # clear error when absent or broken
+    if "vocab_size" not in stored:
+        raise CheckpointError(
+            f"{directory / 'config.json'} has no 'vocab_size' (the embedding's row count); transformers would "
+            "fill in a default that does not match the weights. Restore config.json from the original "
+            "checkpoint, or add the row count of model.embed_tokens.weight as vocab_size."
+        )
     try:
         return AutoConfig.from_pretrained(str(directory))
     except (ValueError, KeyError) as error:

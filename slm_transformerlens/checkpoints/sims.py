@@ -29,11 +29,15 @@ from slm_transformerlens.checkpoints.tokenizers import (
 from slm_transformerlens.errors import CheckpointError, MissingCheckpointFileError, VocabularyError
 from slm_transformerlens.vocab import SpeechVocab
 
-__all__ = ["SIMS_PREFIX", "SimsFamily", "sims_base_config"]
+__all__ = ["BASE_TOKENIZER_FOLDER", "SIMS_PREFIX", "SimsFamily", "sims_base_config"]
 
 #: The key prefix of the base model's weights inside slamkit's UnitLM.
 SIMS_PREFIX = "lm."
 _DEFAULT_UNITS = 500
+#: base_config fields without a safe default: the model's shape.
+_REQUIRED_BASE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+#: Where :func:`slm_transformerlens.testing.make_smollm2_checkpoint` saves the base tokenizer.
+BASE_TOKENIZER_FOLDER = "base_tokenizer"
 
 
 def _config(directory: Path) -> dict[str, Any]:
@@ -50,12 +54,27 @@ def sims_base_config(config: dict[str, Any]) -> Any:
             "SIMS config.json has no usable 'base_config' (a dict with the base LM's config and its "
             "'model_type'); this is not a slamkit UnitLM checkpoint"
         )
+    try:
+        defaults = AutoConfig.for_model(base["model_type"])
+    except ValueError as error:
+        raise CheckpointError(
+            f"unknown base model_type {base['model_type']!r} in base_config: {error}"
+        ) from error
+    missing = [key for key in _REQUIRED_BASE_FIELDS if key not in base]
+    if missing:
+        resolve_architecture(defaults)  # an unsupported base model is the more useful error
+        raise CheckpointError(
+            f"SIMS config.json's base_config lacks {missing}; without them transformers would invent "
+            "defaults that do not match the weights. Restore config.json from the original checkpoint "
+            "(base_config is the base LM's own config.json)."
+        )
     fields = {k: v for k, v in base.items() if k != "model_type"}
     try:
         hf_config = AutoConfig.for_model(base["model_type"], **fields)
     except ValueError as error:
         raise CheckpointError(
-            f"unknown base model_type {base['model_type']!r} in base_config: {error}"
+            f"base_config is not a valid {base['model_type']!r} config ({' '.join(str(error).split())}); "
+            "restore config.json from the original checkpoint"
         ) from error
     if "tie_word_embeddings" in config:
         hf_config.tie_word_embeddings = bool(config["tie_word_embeddings"])
@@ -89,13 +108,17 @@ class SimsFamily:
     def read_layout(self, directory: Path, options: LoadOptions) -> CheckpointLayout:
         config, hf_config, vocab_size, n_units = self._layout(directory)
         base_name = str(config.get("base_model_name") or "the base LM")
-        if options.tokenizer is None:
+        tokenizer_spec = options.tokenizer
+        if tokenizer_spec is None and (directory / BASE_TOKENIZER_FOLDER).is_dir():
+            tokenizer_spec = directory / BASE_TOKENIZER_FOLDER  # saved beside the weights by our builder
+        if tokenizer_spec is None:
             raise MissingCheckpointFileError(
                 f"SIMS checkpoints do not ship a tokenizer: slamkit rebuilds it from the base text tokenizer. "
                 f"Pass tokenizer= the tokenizer of {base_name!r} (a local directory with its tokenizer files, "
-                f"or a loaded tokenizer); it is extended with {n_units} unit tokens, <speech> and <text>."
+                f"or a loaded tokenizer); it is extended with {n_units} unit tokens, <speech> and <text>. "
+                f"A {BASE_TOKENIZER_FOLDER}/ folder inside the checkpoint is used when present."
             )
-        tokenizer = load_tokenizer(options.tokenizer, what=f"base tokenizer of {base_name}")
+        tokenizer = load_tokenizer(tokenizer_spec, what=f"base tokenizer of {base_name}")
         tokenizer = extend_like_slamkit(
             tokenizer, n_units=n_units, expected_size=vocab_size, base_model_name=base_name
         )

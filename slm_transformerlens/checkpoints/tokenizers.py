@@ -40,7 +40,7 @@ def load_tokenizer(spec: Any, *, what: str = "tokenizer") -> Any:
         )
     try:
         return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError) as error:
         raise MissingCheckpointFileError(f"no usable {what} in {path}: {error}") from error
 
 

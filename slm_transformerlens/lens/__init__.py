@@ -17,6 +17,16 @@ from slm_transformerlens.lens.base import (
     resolve_layers,
     stream_index,
 )
+from slm_transformerlens.lens.controls import (
+    DEFAULT_STOP_WORDS,
+    WordFilter,
+    chance_controls,
+    cluster_bootstrap,
+    cluster_intervals,
+    frequency_prior_hits,
+    shuffled_partners,
+    shuffled_target_hits,
+)
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.metrics import (
     peak_layers,
@@ -24,7 +34,14 @@ from slm_transformerlens.lens.metrics import (
     transcription_table,
     wilson_interval,
 )
-from slm_transformerlens.lens.positions import POSITION_MODES, ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.positions import (
+    POOLED_MODES,
+    POSITION_MODES,
+    ReadoutPlan,
+    capture_residuals,
+    plan_readouts,
+)
+from slm_transformerlens.lens.protocol import POSITION_FORMULAS, LensProtocol
 from slm_transformerlens.lens.readout import (
     VIEWS,
     TokenNamer,
@@ -39,11 +56,15 @@ from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tun
 from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
 
 __all__ = [
+    "DEFAULT_STOP_WORDS",
+    "POOLED_MODES",
+    "POSITION_FORMULAS",
     "POSITION_MODES",
     "SITES",
     "VIEWS",
     "Lens",
     "LensError",
+    "LensProtocol",
     "LogitLens",
     "ReadoutPlan",
     "Site",
@@ -52,10 +73,15 @@ __all__ = [
     "TunedLens",
     "TunedLensConfig",
     "ViewReadout",
+    "WordFilter",
     "WordTargetResolver",
     "WordTargets",
     "capture_residuals",
+    "chance_controls",
+    "cluster_bootstrap",
+    "cluster_intervals",
     "evaluate_lenses",
+    "frequency_prior_hits",
     "frozen",
     "hook_name",
     "lens_table",
@@ -66,6 +92,8 @@ __all__ = [
     "read_vectors",
     "readout_frame",
     "resolve_layers",
+    "shuffled_partners",
+    "shuffled_target_hits",
     "stream_index",
     "summarize_transcription",
     "target_tensor",

@@ -18,10 +18,17 @@ from jaxtyping import Int
 from torch import Tensor
 
 from slm_transformerlens._deprecation import deprecated_attributes
-from slm_transformerlens.lens.base import Lens, LensError, resolve_layers
+from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
 from slm_transformerlens.lens.logit_lens import LogitLens
-from slm_transformerlens.lens.positions import ReadoutPlan, capture_residuals, plan_readouts
-from slm_transformerlens.lens.readout import TokenNamer, ViewReadout, read_many, target_tensor, vocab_views
+from slm_transformerlens.lens.positions import POOLED_MODES, ReadoutPlan, capture_residuals, plan_readouts
+from slm_transformerlens.lens.readout import (
+    TokenNamer,
+    ViewReadout,
+    check_readout_args,
+    read_many,
+    target_tensor,
+    vocab_views,
+)
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import EncodedBatch, WordSpanError, WordSpans, as_encoded_batch
 
@@ -112,8 +119,19 @@ def read_plan(
     """One forward pass keeping the plan's rows, every ``(layer, site)`` read through ``lens``, one frame.
 
     ``rows`` is ``plan.rows`` with any extra columns the caller wants carried into the frame.
+
+    Raises:
+        LensError: an invalid ``top_k``, site or target (checked before the forward pass).
+        NonFiniteError: NaN / infinite lens logits, naming the layer, site, batch row and position.
     """
     vocab = model.speech_vocab
+    check_sites(sites)
+    check_readout_args(views, targets, top_k=top_k, d_vocab=lens.d_vocab)
+    batch_index, position = plan.rows["batch"].tolist(), plan.rows["position"].tolist()
+
+    def describe_row(row: int) -> str:
+        return f"batch {batch_index[row]} position {position[row]}"
+
     vectors = capture_residuals(model, tokens, plan, layers, sites, attention_mask=attention_mask)
     readouts = read_many(
         lens,
@@ -124,6 +142,9 @@ def read_plan(
         top_k=top_k,
         targets=targets,
         chunk_size=chunk_size,
+        describe_row=describe_row,
+        groups=plan.member_row if plan.mode in POOLED_MODES else None,
+        pool=plan.mode if plan.mode in POOLED_MODES else None,
     )
     return readout_frame(rows, readouts, group_names=vocab.group_names, namer=namer)
 
@@ -152,7 +173,10 @@ def lens_table(
         inputs: tokens ``[batch, pos]`` (with ``word_spans``), an ``EncodedBatch``, or Speech/Text inputs.
         lens: the lens to read with (default ``LogitLens(model)``; a ``TunedLens`` works the same).
         word_spans: the word-span table when ``inputs`` is a token tensor.
-        positions: ``"last"`` (default), ``"first"``, ``"every"``, ``"mean"`` (over each word span) or ``"all"``.
+        positions: ``"last"`` (default), ``"first"``, ``"every"``, ``"mean"`` (over each word span),
+            ``"max"`` (logits max-pooled over the span: ``l_w[v] = max_p l_p[v]``, then ranked), ``"any"``
+            (``rank_w = min_p rank_p``: a hit when the target is in the top-k at any position of the span)
+            or ``"all"``.
         modalities: keep only word spans of these modalities (``None`` = all).
         layers: block indices (``None`` = all).
         sites: any of ``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``.
@@ -185,8 +209,10 @@ def lens_table(
             attention_mask=batch.attention_mask,
         )
     layer_list = resolve_layers(layers, lens.n_layers)
+    sites = check_sites(sites)
     view_masks = vocab_views(vocab, views)
     target_ids = {name: target_tensor(spec, plan.n_rows) for name, spec in (targets or {}).items()}
+    check_readout_args(view_masks, target_ids, top_k=top_k, d_vocab=lens.d_vocab)
     namer = TokenNamer(vocab, getattr(model, "tokenizer", None)) if token_strings else None
     if plan.n_rows == 0:
         return pd.DataFrame()

@@ -31,7 +31,17 @@ from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.protocols import SpeechLM
 
-__all__ = ["SITES", "Lens", "LensError", "Site", "check_site", "hook_name", "resolve_layers", "stream_index"]
+__all__ = [
+    "SITES",
+    "Lens",
+    "LensError",
+    "Site",
+    "check_site",
+    "check_sites",
+    "hook_name",
+    "resolve_layers",
+    "stream_index",
+]
 
 Site = Literal["resid_pre", "resid_mid", "resid_post"]
 #: The residual-stream sites a lens can read.
@@ -47,6 +57,15 @@ def check_site(site: str) -> str:
     if site not in SITES:
         raise LensError(f"unknown residual site {site!r}; choose one of {list(SITES)}")
     return site
+
+
+def check_sites(sites: Sequence[str]) -> list[str]:
+    """Validate a non-empty selection of sites and return it as a list."""
+    if isinstance(sites, str):
+        sites = [sites]
+    if len(sites) == 0:
+        raise LensError(f"sites is empty: pass at least one of {list(SITES)}")
+    return [check_site(site) for site in sites]
 
 
 def hook_name(layer: int, site: str) -> str:
@@ -74,6 +93,10 @@ def resolve_layers(layers: int | Sequence[int] | None, n_layers: int) -> list[in
         return list(range(n_layers))
     if isinstance(layers, int):
         layers = [layers]
+    if len(layers) == 0:
+        raise LensError(
+            f"layers is empty: pass block indices 0..{n_layers - 1} (negatives count from the end) or None for all"
+        )
     out = []
     for layer in layers:
         index = int(layer) + n_layers if int(layer) < 0 else int(layer)

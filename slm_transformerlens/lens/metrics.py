@@ -5,7 +5,8 @@ for every layer, :func:`transcription_table` records the rank and probability of
 target token and of the NEXT word's, in each vocabulary view (default ``text``: ranks among text
 tokens only, and ``full``), top-k hits, group masses and entropy: one row per
 (utterance, word, layer, site, view). :func:`summarize_transcription` turns it into rates per layer with
-Wilson confidence intervals; :func:`peak_layers` finds where each rate peaks.
+Wilson confidence intervals, cluster-bootstrap intervals and the chance controls of
+:mod:`~slm_transformerlens.lens.controls` beside every rate; :func:`peak_layers` finds where each rate peaks.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from slm_transformerlens.lens.analysis import encoded_inputs, read_plan
-from slm_transformerlens.lens.base import Lens, resolve_layers
+from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
+from slm_transformerlens.lens.controls import WordFilter, chance_controls, cluster_intervals
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import plan_readouts
-from slm_transformerlens.lens.readout import TokenNamer, target_tensor, vocab_views
+from slm_transformerlens.lens.readout import TokenNamer, check_readout_args, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import WordSpans
@@ -66,7 +68,7 @@ def transcription_table(
     views: Sequence[str] = ("text", "full"),
     target_config: TargetConfig | None = None,
     ks: Sequence[int] = (1, 5, 10),
-    top_k: int = 5,
+    top_k: int | None = None,
     chunk_size: int = 128,
     token_strings: bool = True,
     progress: bool = True,
@@ -80,12 +82,15 @@ def transcription_table(
             ``(tokens, word_spans)`` pairs or mappings with ``tokens`` and ``word_spans``. An item may hold a
             batch; rows are numbered ``utterance`` across the whole dataset.
         lens: ``LogitLens`` (default) or a ``TunedLens``.
-        positions: read-out position per word (``"last"`` unit by default, ``"first"``, ``"every"``, ``"mean"``).
+        positions: read-out position per word (``"last"`` unit by default, ``"first"``, ``"every"``, ``"mean"``,
+            or the span poolings ``"max"`` (per-token max of the logits over the span, then ranked) and
+            ``"any"`` (rank = min over the span's positions; see :func:`~slm_transformerlens.lens.lens_table`)).
         modalities: which word spans to analyse (default spoken words only; ``None`` = all).
         layers, sites, views: what to read (views default: ``text`` ranks among text tokens, and ``full``).
         target_config: how words become target ids (:class:`TargetConfig`).
         ks: the top-k hit columns to add (``hit{k}`` / ``next_hit{k}``).
-        top_k: top tokens stored per row (strings in ``top_tokens``).
+        top_k: top tokens stored per row (strings in ``top_tokens``); default ``max(5, max(ks))``, which
+            the shuffled-target control of :func:`summarize_transcription` needs.
         chunk_size: rows per unembedding matmul.
         token_strings: add readable ``top_tokens``.
         progress: show a tqdm progress bar.
@@ -94,16 +99,21 @@ def transcription_table(
     Returns:
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,
         word, modality, n_members, layer, site, view, target_id, target_token, rank, prob, hit{k}...,
-        next_word, next_target_id, next_rank, next_prob, next_hit{k}..., entropy, mass_{group}...,
-        top_ids, top_probs, top_tokens``. Ranks are ``Int64`` (``<NA>`` when the word has no target in the
+        next_word, next_target_id, next_rank, next_prob, next_hit{k}..., target_ids, next_target_ids,
+        entropy, mass_{group}..., top_ids, top_probs, top_tokens`` (``target_ids``: the whole accepted set). Ranks are ``Int64`` (``<NA>`` when the word has no target in the
         view, or there is no next word), hits are nullable booleans.
     """
     lens = lens if lens is not None else LogitLens(model)
+    top_k = max([5, *(int(k) for k in ks)]) if top_k is None else top_k
     vocab = model.speech_vocab
     resolver = WordTargetResolver(model.tokenizer, target_config)
     namer = TokenNamer(vocab, model.tokenizer) if token_strings else None
     layer_list = resolve_layers(layers, lens.n_layers)
+    sites = check_sites(sites)
     view_masks = vocab_views(vocab, views)
+    check_readout_args(view_masks, {}, top_k=top_k, d_vocab=lens.d_vocab)
+    if any(int(k) < 1 for k in ks):
+        raise LensError(f"ks={list(ks)}: every top-k hit threshold must be >= 1")
     device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
     if total is None and hasattr(dataset, "__len__"):
         total = len(dataset)  # type: ignore[arg-type]
@@ -112,7 +122,7 @@ def transcription_table(
     for item in tqdm(dataset, total=total, desc="lens: transcription", disable=not progress, unit="utt"):
         batch = encoded_inputs(model, item)
         if batch.spans is None:
-            raise ValueError(
+            raise LensError(
                 "every dataset item needs word spans (a word-span table) for the transcription metrics"
             )
         tokens = batch.tokens.to(device)
@@ -144,6 +154,8 @@ def transcription_table(
             rows["next_target_id"] = pd.array(
                 [None if t is None else t.first_id for t in following], dtype="Int64"
             )
+            rows["target_ids"] = [list(t.ids) for t in current]
+            rows["next_target_ids"] = [[] if t is None else list(t.ids) for t in following]
             frames.append(
                 read_plan(
                     model,
@@ -201,13 +213,36 @@ def summarize_transcription(
     ks: Sequence[int] = (1, 5, 10),
     confidence: float = 0.95,
     by: Sequence[str] = ("site", "view"),
+    controls: bool = True,
+    seed: int = 0,
+    cluster_by: str | None = "utterance",
+    n_boot: int = 1000,
+    word_filter: WordFilter | None = None,
 ) -> pd.DataFrame:
-    """Transcription rate and next-word rate per layer with Wilson intervals.
+    """Transcription rate and next-word rate per layer with their chance levels and intervals.
+
+    Args:
+        table: a :func:`transcription_table`.
+        ks: the top-k rates.
+        confidence: of the intervals.
+        by: the grouping columns besides layer.
+        controls: add ``shuffled_rate`` (each word scored against another word's targets, seed ``seed``)
+            and ``prior_rate`` (a fixed ranking of the dataset's target frequencies); see
+            :mod:`~slm_transformerlens.lens.controls`.
+        seed: seed of the shuffled pairing and the bootstrap.
+        cluster_by: ``"utterance"`` (default) or ``"word"``: add ``cluster_low`` / ``cluster_high``, a
+            cluster-bootstrap interval resampling whole utterances / word types; ``None`` skips it.
+        n_boot: bootstrap draws.
+        word_filter: keep only content words (:class:`~slm_transformerlens.lens.controls.WordFilter`).
 
     Returns:
         One row per (``by``..., layer, metric, k): ``n`` (words with a target), ``hits``, ``rate``,
-        ``ci_low``, ``ci_high``; ``metric`` is ``"transcription"`` or ``"next_word"``.
+        ``ci_low``, ``ci_high`` (Wilson, rows taken as independent), ``confidence``, then
+        ``shuffled_rate``, ``prior_rate`` and ``cluster_low``, ``cluster_high`` as requested;
+        ``metric`` is ``"transcription"`` or ``"next_word"``.
     """
+    if word_filter is not None:
+        table = table[word_filter.keep(table).to_numpy()]
     records = []
     keys = [*by, "layer"]
     for metric, column in (("transcription", "rank"), ("next_word", "next_rank")):
@@ -225,7 +260,20 @@ def summarize_transcription(
     out["rate"] = out["hits"] / out["n"].where(out["n"] > 0)
     out["ci_low"], out["ci_high"] = wilson_interval(out["hits"].to_numpy(), out["n"].to_numpy(), confidence)
     out["confidence"] = float(confidence)
-    return out[[*by, "layer", "metric", "k", "n", "hits", "rate", "ci_low", "ci_high", "confidence"]]
+    out = out[[*by, "layer", "metric", "k", "n", "hits", "rate", "ci_low", "ci_high", "confidence"]]
+    keys = [*by, "layer", "metric", "k"]
+    if controls:
+        out = out.merge(chance_controls(table, ks=ks, by=by, seed=seed), on=keys, how="left")
+    if cluster_by is not None:
+        intervals = cluster_intervals(
+            table, ks=ks, by=by, cluster_by=cluster_by, n_boot=n_boot, confidence=confidence, seed=seed
+        )
+        out = out.merge(intervals, on=keys, how="left")
+    return out
+
+
+#: Columns of :func:`summarize_transcription` that :func:`peak_layers` carries along when present.
+_CONTROL_COLUMNS = ("shuffled_rate", "prior_rate", "cluster_low", "cluster_high")
 
 
 def peak_layers(summary: pd.DataFrame, *, by: Sequence[str] = ("site", "view")) -> pd.DataFrame:
@@ -234,5 +282,8 @@ def peak_layers(summary: pd.DataFrame, *, by: Sequence[str] = ("site", "view")) 
         return pd.DataFrame()
     groups = [*by, "metric", "k"]
     idx = summary.sort_values("layer").groupby(groups)["rate"].idxmax()
-    peaks = summary.loc[idx.dropna().astype(int), [*groups, "layer", "rate", "ci_low", "ci_high", "n"]]
+    extra = [c for c in _CONTROL_COLUMNS if c in summary.columns]
+    peaks = summary.loc[
+        idx.dropna().astype(int), [*groups, "layer", "rate", "ci_low", "ci_high", "n", *extra]
+    ]
     return peaks.rename(columns={"layer": "peak_layer", "rate": "peak_rate"}).reset_index(drop=True)

@@ -26,6 +26,8 @@ from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import WordSpans
 
 __all__ = [
+    "MODALITIES",
+    "POOLED_MODES",
     "POSITION_MODES",
     "PositionMode",
     "ReadoutPlan",
@@ -33,10 +35,17 @@ __all__ = [
     "plan_readouts",
 ]
 
-PositionMode = Literal["all", "last", "first", "every", "mean"]
+PositionMode = Literal["all", "last", "first", "every", "mean", "max", "any"]
 #: ``all`` every (non-padding) position; ``last`` / ``first`` unit of each word span; ``every`` unit of
-#: each span (one row per unit); ``mean`` the mean residual over each span (one row per word).
-POSITION_MODES: tuple[str, ...] = ("all", "last", "first", "every", "mean")
+#: each span (one row per unit); ``mean`` the mean residual over each span (one row per word); ``max`` and
+#: ``any`` pool the read-outs of every position of the span into one row per word (see
+#: :data:`POOLED_MODES` and :func:`~slm_transformerlens.lens.readout.read_vectors`).
+POSITION_MODES: tuple[str, ...] = ("all", "last", "first", "every", "mean", "max", "any")
+#: Modes whose rows pool per-position READ-OUTS (logits or ranks), not residual vectors:
+#: ``max``: ``logits_w[v] = max_{p in span(w)} logits_p[v]``, then ranks / top-k / softmax of that vector;
+#: ``any``: ``rank_w = min_{p in span(w)} rank_p`` (a hit when the target is in the top-k at ANY position),
+#: ``prob_w = max_p prob_p``; its other columns are those of the span's last position.
+POOLED_MODES: tuple[str, ...] = ("max", "any")
 #: ``SPAN_COLUMNS`` moved to :data:`slm_transformerlens.spans.REQUIRED_SPAN_COLUMNS` (deprecated here).
 __getattr__ = deprecated_attributes(
     __name__, {"SPAN_COLUMNS": "slm_transformerlens.spans:REQUIRED_SPAN_COLUMNS"}
@@ -52,7 +61,7 @@ class ReadoutPlan:
             token position; for ``mean`` the span's last position), ``word_index`` / ``word`` /
             ``modality`` (``<NA>`` outside word spans), ``n_members`` (positions averaged).
         member_batch, member_pos, member_row: for every member position, its batch row, position
-            and the read-out row it belongs to.
+            and the read-out row it belongs to (non-decreasing: a row's members are contiguous).
         mode: the position mode the plan was built with.
     """
 
@@ -71,6 +80,23 @@ class ReadoutPlan:
     def max_position(self) -> int:
         """The largest member position (-1 if empty)."""
         return int(self.member_pos.max()) if self.member_pos.numel() else -1
+
+
+#: The modalities of the word spans ``model.encode`` writes.
+MODALITIES: tuple[str, ...] = ("speech", "text")
+
+
+def _check_modalities(modalities: Sequence[str] | str, spans: pd.DataFrame) -> list[str]:
+    """The requested modalities as a list; an empty or unknown one raises with the valid choices."""
+    chosen = [modalities] if isinstance(modalities, str) else list(modalities)
+    known = sorted(set(MODALITIES) | set(spans["modality"].dropna().astype(str)))
+    unknown = [m for m in chosen if m not in known]
+    if not chosen or unknown:
+        raise LensError(
+            f"modalities={list(chosen)!r}: {'unknown ' + repr(unknown) if unknown else 'empty'}; "
+            f"choose from {known}, or None for every word"
+        )
+    return chosen
 
 
 def plan_readouts(
@@ -92,7 +118,7 @@ def plan_readouts(
         attention_mask: ``[batch, pos]``; positions with 0 are skipped in ``all`` mode.
 
     Raises:
-        LensError: an unknown mode, a missing span table, or spans outside the sequence.
+        LensError: an unknown mode or modality, a missing span table, or spans outside the sequence.
     """
     if mode not in POSITION_MODES:
         raise LensError(f"unknown position mode {mode!r}; choose one of {list(POSITION_MODES)}")
@@ -105,7 +131,7 @@ def plan_readouts(
     if word_spans is not None:
         selected = WordSpans.coerce(word_spans, error=LensError)
         if modalities is not None:
-            selected = selected.of_modality(*modalities)
+            selected = selected.of_modality(*_check_modalities(modalities, selected.frame))
         selected = selected.with_tokens().in_token_order()
         selected.check_within(batch, length, error=LensError)
         spans = selected.frame
@@ -152,7 +178,7 @@ def plan_readouts(
                 members_list = [[stop - 1]]
             elif mode == "first":
                 members_list = [[start]]
-            else:  # mean
+            else:  # mean, max, any: every position of the span
                 members_list = [list(range(start, stop))]
             for members in members_list:
                 records.append(
@@ -193,11 +219,13 @@ def capture_residuals(
     """Run the model once and keep, per ``(layer, site)``, only the plan's rows (float32).
 
     Hooks gather the member positions of the plan and average them per row right away, so memory
-    grows with ``layers x rows x d_model``. With ``stop_early`` the forward pass is cut after the last
+    grows with ``layers x rows x d_model``. For the pooled modes (:data:`POOLED_MODES`) the member vectors
+    are kept unreduced (``[members, d_model]``; ``plan.member_row`` maps them to rows): the pooling is done
+    on the read-outs. With ``stop_early`` the forward pass is cut after the last
     needed hook (the final norm and the full-sequence unembedding are never computed).
 
     Returns:
-        ``{(layer, site): [rows, d_model] float32}``.
+        ``{(layer, site): [rows, d_model] float32}`` (``[members, d_model]`` for a pooled plan).
     """
     sites = [check_site(s) for s in sites]
     n_rows = plan.n_rows
@@ -209,6 +237,7 @@ def capture_residuals(
         torch.bincount(plan.member_row, minlength=n_rows).clamp(min=1).to(device=device, dtype=torch.float32)
     )
     single = bool((counts == 1).all())
+    pooled = plan.mode in POOLED_MODES
     wanted = [(int(layer), site) for layer in layers for site in sites]
     order = {"resid_pre": 0, "resid_mid": 1, "resid_post": 2}
     last_key = max(wanted, key=lambda key: (key[0], order[key[1]])) if wanted else None
@@ -217,7 +246,9 @@ def capture_residuals(
     def make_hook(key: tuple[int, str]) -> Any:
         def hook(activation: Tensor, hook: Any) -> None:
             picked = activation.detach()[mb, mp].float()
-            if single:
+            if pooled:
+                vectors = picked
+            elif single:
                 vectors = torch.zeros(n_rows, picked.shape[-1], device=device, dtype=torch.float32)
                 vectors[mr] = picked
             else:

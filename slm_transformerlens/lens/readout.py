@@ -13,15 +13,17 @@ case variants or prefix tokens) gets the best rank of its members and the SUM of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from numbers import Integral
 from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from slm_transformerlens.checks import check_finite_logits
 from slm_transformerlens.lens.base import Lens, LensError
 from slm_transformerlens.vocab import SpeechVocab
 
@@ -30,6 +32,7 @@ __all__ = [
     "VIEWS",
     "TokenNamer",
     "ViewReadout",
+    "check_readout_args",
     "read_many",
     "read_vectors",
     "target_tensor",
@@ -80,16 +83,19 @@ def target_tensor(
 
     An int or a flat list is a target set shared by all rows; a list of lists (one per row) or a
     2-D tensor gives each row its own set (-1 = padding / no target).
+
+    Raises:
+        LensError: a shared target that is negative or empty, or per-row targets with the wrong row count.
     """
     if isinstance(target, Tensor):
         t = target.to(torch.long)
         if t.ndim <= 1:
-            return t.reshape(1, -1).expand(n_rows, -1)
+            return _shared_target(t.reshape(1, -1), n_rows)
         if t.shape[0] != n_rows:
             raise LensError(f"a per-row target tensor needs {n_rows} rows, got shape {tuple(t.shape)}")
         return t
     if isinstance(target, int):
-        return torch.full((n_rows, 1), int(target), dtype=torch.long)
+        return _shared_target(torch.full((1, 1), int(target), dtype=torch.long), n_rows)
     items = list(target)
     if items and not isinstance(items[0], int) and hasattr(items[0], "__len__"):
         if len(items) != n_rows:
@@ -100,7 +106,46 @@ def target_tensor(
             if len(row):
                 out[i, : len(row)] = torch.as_tensor(list(row), dtype=torch.long)
         return out
-    return torch.as_tensor(items, dtype=torch.long).reshape(1, -1).expand(n_rows, -1)
+    return _shared_target(torch.as_tensor(items, dtype=torch.long).reshape(1, -1), n_rows)
+
+
+def _shared_target(ids: Int[Tensor, "1 m"], n_rows: int) -> Int[Tensor, "rows m"]:
+    if ids.numel() == 0 or int(ids.min()) < 0:
+        raise LensError(
+            f"target ids {ids.flatten().tolist()} are not token ids: a target shared by all rows needs ids "
+            ">= 0 (-1 pads only per-row target lists)"
+        )
+    return ids.expand(n_rows, -1)
+
+
+def check_readout_args(
+    views: Mapping[str, Bool[Tensor, " vocab"] | None],
+    targets: Mapping[str, Int[Tensor, "rows m"]],
+    *,
+    top_k: int,
+    d_vocab: int,
+) -> None:
+    """Validate ``top_k`` against every view's size and target ids against the vocabulary.
+
+    Raises:
+        LensError: ``top_k < 1`` or larger than the smallest view, or a target id outside ``[-1, d_vocab)``.
+    """
+    sizes = {name: d_vocab if mask is None else int(mask.sum()) for name, mask in views.items()}
+    if not sizes:
+        raise LensError("pass at least one view, e.g. views=('full', 'text')")
+    smallest = min(sizes, key=sizes.__getitem__)
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or not 1 <= top_k <= sizes[smallest]:
+        raise LensError(
+            f"top_k={top_k!r} is not valid for these views: it must be an int from 1 to {sizes[smallest]} "
+            f"(view {smallest!r} has {sizes[smallest]} tokens; view sizes {sizes}). Lower top_k or drop the view."
+        )
+    for name, ids in targets.items():
+        if ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= d_vocab):
+            bad = ids[(ids < -1) | (ids >= d_vocab)].flatten()[:3].tolist()
+            raise LensError(
+                f"target {name!r} holds ids {bad} outside the vocabulary: valid ids are 0..{d_vocab - 1} "
+                "(-1 pads per-row target lists)"
+            )
 
 
 @dataclass
@@ -133,22 +178,35 @@ def read_many(
     top_k: int = 10,
     targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
     chunk_size: int = 128,
+    describe_row: Callable[[int], str] | None = None,
+    groups: Int[Tensor, " members"] | None = None,
+    pool: str | None = None,
 ) -> dict[tuple[int, str], dict[str, ViewReadout]]:
     """:func:`read_vectors` for many ``(layer, site)`` at once, sharing the unembedding matmuls.
 
     Each key's vectors are transformed and normalised (cheap, per layer), then the rows of ALL keys are
     unembedded together in chunks of ``chunk_size`` (larger matmuls run faster) and reduced at once.
-    Every key must have the same rows (``targets`` apply to each of them).
+    Every key must have the same rows (``targets`` apply to each of them). ``describe_row(i)`` names row
+    ``i`` (e.g. its batch and position) in the error raised for non-finite logits. With ``groups`` /
+    ``pool`` every key holds the same member vectors, pooled into rows as :func:`read_vectors` describes.
     """
     keys = list(vectors)
     if not keys:
         return {}
-    n_rows = int(vectors[keys[0]].shape[0])
-    if any(int(v.shape[0]) != n_rows for v in vectors.values()):
+    n_members = int(vectors[keys[0]].shape[0])
+    if any(int(v.shape[0]) != n_members for v in vectors.values()):
         raise LensError("read_many needs the same number of rows for every (layer, site)")
+    n_rows = n_members if groups is None else (int(groups[-1]) + 1 if groups.numel() else 0)
     with torch.no_grad():
         normed = torch.cat([lens.normalized(vectors[key], *key) for key in keys])
     repeated = {name: torch.cat([t] * len(keys)) for name, t in (targets or {}).items()}
+
+    def describe(row: int) -> str:
+        layer, site = keys[row // n_rows]
+        within = row % n_rows
+        return f"layer {layer} {site}, {describe_row(within) if describe_row else f'row {within}'}"
+
+    all_groups = None if groups is None else torch.cat([groups + i * n_rows for i in range(len(keys))])
     merged = read_vectors(
         lens,
         normed,
@@ -159,6 +217,9 @@ def read_many(
         top_k=top_k,
         targets=repeated,
         chunk_size=chunk_size,
+        describe_row=describe,
+        groups=all_groups,
+        pool=pool,
     )
     out: dict[tuple[int, str], dict[str, ViewReadout]] = {}
     for i, key in enumerate(keys):
@@ -344,6 +405,9 @@ def read_vectors(
     top_k: int = 10,
     targets: Mapping[str, Int[Tensor, "rows m"]] | None = None,
     chunk_size: int = 128,
+    describe_row: Callable[[int], str] | None = None,
+    groups: Int[Tensor, " members"] | None = None,
+    pool: str | None = None,
 ) -> dict[str, ViewReadout]:
     """Stream residual vectors through a lens and reduce each chunk at once.
 
@@ -364,20 +428,41 @@ def read_vectors(
         targets: ``name -> [rows, m]`` target id sets padded with -1 (see :func:`target_tensor`).
         chunk_size: rows per unembedding matmul; peak extra memory is about ``chunk_size x d_vocab x 12``
             bytes.
+        describe_row: names row ``i`` (layer, position...) in the error for non-finite logits.
+        groups: span pooling: ``vectors`` are the MEMBER vectors of the rows, ``groups[i]`` the row of
+            member ``i`` (non-decreasing, every row ``0..n_rows-1`` present); ``targets`` are per row.
+        pool: how members become a row (with ``groups``), for member logits ``l_p`` of row ``w``:
+
+            - ``"max"``: ``l_w[v] = max_{p in w} l_p[v]`` (per-token max over the span); every column
+              (ranks, probabilities, top-k, masses, entropy) is then computed from ``l_w`` in the view.
+            - ``"any"``: each position is read on its own; ``rank_w = min_{p in w} rank_p`` (the target is
+              in the top-k at ANY position iff ``rank_w < k``), ``prob_w = max_{p in w} prob_p``; entropy,
+              top-k and masses are those of the span's LAST position.
+
+            A target set (variants) first takes its best member (min rank) at each position.
 
     Returns:
         ``{view: ViewReadout}`` on the CPU.
+
+    Raises:
+        LensError: ``top_k`` outside ``1..`` the smallest view's size, or target ids outside the vocabulary.
+        NonFiniteError: NaN or infinite logits (nothing is ranked from them).
     """
     if chunk_size < 1:
         raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
+    if (groups is None) != (pool is None) or pool not in (None, "max", "any"):
+        raise LensError(f"span pooling needs groups=... and pool='max' or 'any' together (got pool={pool!r})")
     targets = dict(targets or {})
-    n_rows = int(vectors.shape[0])
+    n_rows = int(vectors.shape[0]) if groups is None else (int(groups[-1]) + 1 if groups.numel() else 0)
     d_vocab = lens.d_vocab
     if group_labels.shape != (d_vocab,):
         raise LensError(
             f"the vocabulary has {group_labels.shape[0]} ids but the unembedding has {d_vocab} rows; "
             "this SpeechVocab belongs to another model"
         )
+    check_readout_args(views, targets, top_k=top_k, d_vocab=d_vocab)
+    where = f"layer {layer} {site}, " if layer is not None else ""
+    name_row = describe_row or (lambda row: f"{where}row {row}")
     weight, _ = lens.unembedding()
     device = weight.device
     masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
@@ -386,15 +471,26 @@ def read_vectors(
     if segments is None:
         onehot = torch.zeros(d_vocab, n_groups, device=device, dtype=torch.float32)
         onehot[torch.arange(d_vocab, device=device), group_labels.to(device)] = 1.0
-    k = max(1, min(int(top_k), d_vocab))
+    k = int(top_k)
     parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
-    for start in range(0, n_rows, chunk_size):
-        h = vectors[start : start + chunk_size].to(device)
+    for start, stop, m_start, m_stop in _chunks(n_rows, chunk_size, groups):
+        h = vectors[m_start:m_stop].to(device)
         with torch.no_grad():
             logits = lens.unembed(h) if layer is None else lens.logits(h, layer, site)  # [c, V] float32
-            chunk_targets = {
-                name: t[start : start + logits.shape[0]].to(device) for name, t in targets.items()
-            }
+            check_finite_logits(
+                logits,
+                describe_row=lambda i, start=start, m_start=m_start: name_row(
+                    start + i if groups is None else int(groups[m_start + i])
+                ),
+            )
+            chunk_targets = {name: t[start:stop].to(device) for name, t in targets.items()}
+            local = None if groups is None else (groups[m_start:m_stop] - start).to(device)
+            if pool == "max":
+                assert local is not None
+                logits = _max_pool(logits, local, stop - start)
+            elif pool == "any":
+                assert local is not None
+                chunk_targets = {name: t[local] for name, t in chunk_targets.items()}
             if segments is not None:
                 reduced = _reduce_segments(
                     logits, segments, k=k, n_groups=n_groups, targets=chunk_targets, membership=masks
@@ -402,6 +498,9 @@ def read_vectors(
             else:
                 assert onehot is not None
                 reduced = _reduce_masked(logits, k=k, onehot=onehot, targets=chunk_targets, masks=masks)
+            if pool == "any":
+                assert local is not None
+                reduced = {view: _pool_any(result, local, stop - start) for view, result in reduced.items()}
         for view, result in reduced.items():
             for key, value in result.items():
                 parts[view].setdefault(key, []).append(value.cpu())
@@ -419,6 +518,59 @@ def read_vectors(
             ranks={t: cat(f"r:{t}").long() for t in targets},
             probs={t: cat(f"p:{t}") for t in targets},
         )
+    return out
+
+
+def _chunks(
+    n_rows: int, chunk_size: int, groups: Int[Tensor, " members"] | None
+) -> list[tuple[int, int, int, int]]:
+    """``(row_start, row_stop, member_start, member_stop)`` per chunk: at most ``chunk_size`` members
+    (and at least one whole row) each."""
+    if groups is None:
+        return [
+            (s, min(s + chunk_size, n_rows), s, min(s + chunk_size, n_rows))
+            for s in range(0, n_rows, chunk_size)
+        ]
+    counts = torch.bincount(groups.cpu(), minlength=n_rows).tolist()
+    out, row, member = [], 0, 0
+    while row < n_rows:
+        stop, members = row, 0
+        while stop < n_rows and (stop == row or members + counts[stop] <= chunk_size):
+            members += counts[stop]
+            stop += 1
+        out.append((row, stop, member, member + members))
+        row, member = stop, member + members
+    return out
+
+
+def _max_pool(logits: Float[Tensor, "m vocab"], local: Int[Tensor, " m"], n: int) -> Float[Tensor, "n vocab"]:
+    """``out[w, v] = max over members p of row w of logits[p, v]``."""
+    out = torch.empty(n, logits.shape[1], device=logits.device, dtype=logits.dtype)
+    index = local.unsqueeze(-1).expand_as(logits)
+    return out.scatter_reduce_(0, index, logits, reduce="amax", include_self=False)
+
+
+def _pool_any(result: Mapping[str, Tensor], local: Int[Tensor, " m"], n: int) -> dict[str, Tensor]:
+    """Per-position reductions -> per-row: min rank, max probability, the last position's other columns."""
+    last = torch.zeros(n, dtype=torch.long, device=local.device)
+    last.scatter_reduce_(
+        0, local, torch.arange(len(local), device=local.device), reduce="amax", include_self=False
+    )
+    out = {}
+    for key, value in result.items():
+        if key.startswith("r:"):
+            big = torch.iinfo(torch.long).max
+            ranks = torch.where(value < 0, torch.full_like(value, big), value)
+            best = torch.full((n,), big, dtype=torch.long, device=value.device)
+            best.scatter_reduce_(0, local, ranks, reduce="amin")
+            out[key] = torch.where(best == big, torch.full_like(best, -1), best)
+        elif key.startswith("p:"):
+            probs = torch.nan_to_num(value, nan=-1.0)
+            best_p = torch.full((n,), -1.0, dtype=value.dtype, device=value.device)
+            best_p.scatter_reduce_(0, local, probs, reduce="amax")
+            out[key] = torch.where(best_p < 0, torch.full_like(best_p, float("nan")), best_p)
+        else:
+            out[key] = value[last]
     return out
 
 

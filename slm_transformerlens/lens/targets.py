@@ -31,6 +31,9 @@ class TargetConfig:
         case_variants: also accept these spellings (``"lower"``, ``"upper"``, ``"capitalize"``, ``"title"``).
         prefixes: also accept every vocabulary token that is a prefix of the word's running-text spelling
             (Wendler et al. 2024); ranks take the best member, probabilities the sum.
+        space_variants: also accept the first token of each spelling written the other way (without the
+            leading space when ``leading_space``, with it otherwise). Every accepted id is one member of the
+            target set: a word is a top-k hit when ANY variant is in the top-k (its rank is the min).
         context: the text placed before the word when tokenizing it, so that the tokenizer's own
             running-text convention applies; its tokens are removed afterwards.
         strip_chars: characters stripped from both ends of the word first (alignment punctuation).
@@ -39,6 +42,7 @@ class TargetConfig:
     leading_space: bool = True
     case_variants: tuple[str, ...] = ()
     prefixes: bool = False
+    space_variants: bool = False
     context: str = "."
     strip_chars: str = ' \t\n.,;:!?"()[]'
 
@@ -122,6 +126,9 @@ class WordTargetResolver:
                 if i == 0:
                     first_id = int(running[0])
                 candidates = [running[0]] + (self._prefix_ids(running) if self.config.prefixes else [])
+                if self.config.space_variants:
+                    other = self._encode(spelling if self.config.leading_space else " " + spelling)
+                    candidates += other[:1]
                 ids.extend(int(c) for c in candidates)
             unique = tuple(dict.fromkeys(i for i in ids if self.allowed is None or i in self.allowed))
             if first_id is not None and self.allowed is not None and first_id not in self.allowed:

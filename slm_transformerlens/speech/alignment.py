@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from slm_transformerlens.errors import SpeechInputError
+from slm_transformerlens.jsonfile import read_json_object
 
 __all__ = [
     "DEFAULT_SILENCE_LABELS",
+    "END_TOLERANCE_S",
     "WordTiming",
     "as_word_timings",
+    "end_tolerance",
     "read_alignment",
     "read_slamkit_json",
     "read_textgrid",
@@ -31,6 +34,13 @@ __all__ = [
 
 #: Interval labels that mean "no word" in MFA / pocketsphinx output.
 DEFAULT_SILENCE_LABELS: tuple[str, ...] = ("", "sil", "sp", "<sil>", "<s>", "</s>")
+#: How far past the end of the audio a word may end (one 25 Hz frame): aligners round to their own grid.
+END_TOLERANCE_S: float = 0.04
+
+
+def end_tolerance(frame_duration: float) -> float:
+    """The end tolerance for an encoder with frames of ``frame_duration`` s: one frame, at least 0.04 s."""
+    return max(END_TOLERANCE_S, float(frame_duration))
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class WordTiming:
         object.__setattr__(self, "end", float(self.end))
         if not isinstance(self.word, str):
             raise SpeechInputError(f"a word must be a string, got {type(self.word).__name__}: {self.word!r}")
+        if not self.word.strip():
+            raise SpeechInputError(
+                f"an aligned word is empty ({self.word!r} at {self.start}-{self.end} s); drop silence "
+                "intervals from the alignment (the file readers skip them)"
+            )
         if not (math.isfinite(self.start) and math.isfinite(self.end)):
             raise SpeechInputError(f"word {self.word!r} has a non-finite time ({self.start}, {self.end})")
         if self.start < 0 or self.end < self.start:
@@ -89,7 +104,7 @@ def as_word_timings(words: Iterable[Any]) -> tuple[WordTiming, ...]:
 
 
 def validate_words(
-    words: Sequence[WordTiming], *, duration_s: float | None = None, tolerance_s: float = 0.04
+    words: Sequence[WordTiming], *, duration_s: float | None = None, tolerance_s: float = END_TOLERANCE_S
 ) -> None:
     """Check that words are ordered, non-overlapping and inside the audio.
 
@@ -120,18 +135,45 @@ def validate_words(
             )
 
 
-def read_slamkit_json(source: str | Path | Mapping[str, Any]) -> tuple[WordTiming, ...]:
+def read_slamkit_json(
+    source: str | Path | Mapping[str, Any], *, silence_labels: Sequence[str] = DEFAULT_SILENCE_LABELS
+) -> tuple[WordTiming, ...]:
     """Read slamkit's alignment format: a JSON object with ``aligned_text`` = ``[[word, start, end], ...]``.
+
+    Entries whose word is in ``silence_labels`` after stripping (e.g. empty) are dropped, as in
+    :func:`read_textgrid`.
 
     Args:
         source: a path to a ``.json`` file, or the already-parsed object.
     """
-    data = json.loads(Path(source).read_text(encoding="utf-8")) if isinstance(source, (str, Path)) else source
+    fix = "it should hold {'aligned_text': [[word, start_s, end_s], ...]} (slamkit's alignment format)"
+    if isinstance(source, (str, Path)):
+        data: Any = read_json_object(source, what="alignment", error=SpeechInputError, fix=fix)
+    else:
+        data = source
     if not isinstance(data, Mapping) or "aligned_text" not in data:
+        where = f"{source}: " if isinstance(source, (str, Path)) else ""
         raise SpeechInputError(
-            "a slamkit alignment is a JSON object with an 'aligned_text' list of [word, start_s, end_s]"
+            f"{where}a slamkit alignment is a JSON object with an 'aligned_text' list of [word, start_s, end_s]"
         )
-    return as_word_timings(data["aligned_text"])
+    entries = data["aligned_text"]
+    if not isinstance(entries, list | tuple):
+        raise SpeechInputError(
+            f"'aligned_text' must be a list of [word, start_s, end_s], not {type(entries).__name__}"
+        )
+    silence = {label.strip() for label in silence_labels}
+    return as_word_timings(entry for entry in entries if not _is_silence(entry, silence))
+
+
+def _is_silence(entry: Any, silence: set[str]) -> bool:
+    """Whether an alignment entry (``[word, start, end]`` or a dict) is a silence label such as ``""``."""
+    if isinstance(entry, Mapping):
+        word = entry.get("word")
+    elif isinstance(entry, list | tuple) and entry:
+        word = entry[0]
+    else:
+        return False  # malformed: as_word_timings names it
+    return isinstance(word, str) and word.strip() in silence
 
 
 def write_slamkit_json(path: str | Path, words: Sequence[WordTiming], **extra: Any) -> None:

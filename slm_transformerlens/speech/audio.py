@@ -15,6 +15,7 @@ from __future__ import annotations
 import wave
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -37,8 +38,8 @@ __all__ = [
 TARGET_SAMPLE_RATE: int = 16_000
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file with the standard library.
+def read_wav(path: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+    """Read a PCM WAV file (a path or an open binary file, e.g. ``io.BytesIO``) with the standard library.
 
     Returns:
         ``(audio, sample_rate)``: float32 in ``[-1, 1]``, shape ``(samples,)`` for mono or
@@ -48,7 +49,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         SpeechInputError: not a PCM WAV file (compressed or float WAV: convert it first).
     """
     try:
-        with wave.open(str(path), "rb") as handle:
+        with wave.open(path if hasattr(path, "read") else str(path), "rb") as handle:  # type: ignore[arg-type]
             n_channels, width, rate, n_frames = (
                 handle.getnchannels(),
                 handle.getsampwidth(),
@@ -77,13 +78,13 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return (data[0].copy() if n_channels == 1 else np.ascontiguousarray(data)), rate
 
 
-def write_wav(path: str | Path, audio: np.ndarray | Tensor, sample_rate: int) -> None:
-    """Write mono or ``(channels, samples)`` float audio in ``[-1, 1]`` as 16-bit PCM WAV."""
+def write_wav(path: str | Path | BinaryIO, audio: np.ndarray | Tensor, sample_rate: int) -> None:
+    """Write mono or ``(channels, samples)`` float audio in ``[-1, 1]`` as 16-bit PCM WAV (path or binary file)."""
     array = np.asarray(audio.detach().cpu() if isinstance(audio, Tensor) else audio, dtype=np.float64)
     if array.ndim == 1:
         array = array[None]
     pcm = np.clip(np.round(array * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
+    with wave.open(path if hasattr(path, "write") else str(path), "wb") as handle:  # type: ignore[arg-type]
         handle.setnchannels(array.shape[0])
         handle.setsampwidth(2)
         handle.setframerate(int(sample_rate))
@@ -94,9 +95,16 @@ def to_mono(audio: np.ndarray | Tensor) -> Float[Tensor, " samples"]:
     """Down-mix ``(channels, samples)`` audio by the mean over channels; mono passes through.
 
     Raises:
-        SpeechInputError: more than two dimensions.
+        SpeechInputError: more than two dimensions, or a 2-D array with more channels than samples
+            (``(samples, channels)``, as soundfile returns it: pass its transpose).
     """
     tensor = torch.as_tensor(np.asarray(audio) if not isinstance(audio, Tensor) else audio).to(torch.float32)
+    if tensor.ndim == 2 and tensor.shape[0] > tensor.shape[1]:
+        raise SpeechInputError(
+            f"audio of shape {tuple(tensor.shape)} has more channels than samples: it looks like "
+            f"(samples, channels) (soundfile's layout); pass audio.T, shape {tuple(tensor.shape[::-1])}, "
+            "as (channels, samples)"
+        )
     if tensor.ndim == 2 and tensor.shape[0] == 1:
         return tensor[0]
     if tensor.ndim == 2:

@@ -5,11 +5,13 @@ A WAV file needs an alignment beside it with the same stem (``utt.json`` in slam
 a quantizer. A ``.json`` unit file holds ``units`` (de-duplicated unit ids), optional ``durations``
 (run lengths in frames), ``aligned_text`` (``[[word, start_s, end_s], ...]``) and optional
 ``frame_duration`` (default 0.04 s, 25 Hz).
+
+A directory stands for the inputs directly inside it (not in sub-folders), in name order: every
+``.wav`` file, and every ``.json`` file that is not the alignment of one of those WAVs (same stem).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from slm_transformerlens.errors import SpeechInputError
-from slm_transformerlens.speech.alignment import read_alignment
+from slm_transformerlens.jsonfile import read_json_object
+from slm_transformerlens.speech.alignment import read_alignment, read_slamkit_json
 from slm_transformerlens.speech.audio import read_wav
 from slm_transformerlens.speech.features import HubertFeatureExtractor
 from slm_transformerlens.speech.inputs import Speech
@@ -27,7 +30,7 @@ from slm_transformerlens.speech.tokenizer import SpeechTokenizer
 from slm_transformerlens.speech.units import FRAME_DURATION_25HZ
 from slm_transformerlens.vocab import SpeechVocab
 
-__all__ = ["PLANS", "alignment_for", "load_speech_dataset", "read_unit_file", "resolve_plan"]
+__all__ = ["PLANS", "alignment_for", "expand_inputs", "load_speech_dataset", "read_unit_file", "resolve_plan"]
 
 #: The interleaving plans ``slm-lens analyze --plan`` accepts.
 PLANS = ("speech", "text", "alternate", "poisson")
@@ -48,8 +51,13 @@ def alignment_for(wav: Path) -> Path:
 def read_unit_file(path: str | Path) -> Speech:
     """A :class:`Speech` from a JSON file with ``units``, ``durations``, ``aligned_text``."""
     path = Path(path)
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or "units" not in data:
+    data = read_json_object(
+        path,
+        what="unit file",
+        error=SpeechInputError,
+        fix="a unit file holds {'units': [...], 'durations': [...], 'aligned_text': [[word, start_s, end_s], ...]}",
+    )
+    if "units" not in data:
         raise SpeechInputError(
             f"{path} is not a unit file: expected a JSON object with 'units' (and 'durations', 'aligned_text'); "
             "for audio pass the .wav file"
@@ -61,9 +69,44 @@ def read_unit_file(path: str | Path) -> Speech:
     return Speech(
         units=data["units"],
         durations=data.get("durations"),
-        words=[tuple(w) for w in data["aligned_text"]],
+        words=read_slamkit_json(data),
         frame_duration=float(data.get("frame_duration", FRAME_DURATION_25HZ)),
     )
+
+
+def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """The input files: files as given, a directory replaced by the inputs inside it.
+
+    A directory contributes, in name order, its ``.wav`` files and its ``.json`` files that are not the
+    alignment of one of its WAVs (same stem); sub-folders are not searched.
+
+    Raises:
+        SpeechInputError: a path that does not exist, or a directory with no input in it.
+    """
+    out: list[Path] = []
+    missing: list[str] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file())
+            wavs = [p for p in files if p.suffix.lower() == ".wav"]
+            stems = {p.stem for p in wavs}
+            units = [p for p in files if p.suffix.lower() == ".json" and p.stem not in stems]
+            found = sorted(wavs + units)
+            if not found:
+                raise SpeechInputError(
+                    f"directory {item} holds no input: expected .wav files (each with its .json / .TextGrid "
+                    "alignment beside it) or .json unit files directly inside it"
+                )
+            out.extend(found)
+        elif item.is_file():
+            out.append(item)
+        else:
+            missing.append(str(item))
+    if missing:
+        raise SpeechInputError(
+            f"input files do not exist: {missing}; pass .wav or .json unit files, or a directory of them"
+        )
+    return out
 
 
 def resolve_plan(name: str, n_words: int) -> Any:
@@ -90,7 +133,8 @@ def load_speech_dataset(
     """Read WAV files (with alignments) or unit files into interleaved utterances.
 
     Args:
-        paths: ``.wav`` files (alignment beside each) or ``.json`` unit files.
+        paths: ``.wav`` files (alignment beside each), ``.json`` unit files, or directories of them
+            (see :func:`expand_inputs`).
         vocab: the model's vocabulary (units are checked against its unit range).
         hubert, layer, quantizer, trust_pickle: the speech tokenizer for WAV input.
         plan: ``"speech"`` (all words spoken), ``"text"``, ``"alternate"`` (every other word spoken) or
@@ -100,10 +144,7 @@ def load_speech_dataset(
     Raises:
         SpeechInputError: a missing file, alignment, HuBERT or quantizer, or units outside the model's range.
     """
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise SpeechInputError(f"input files do not exist: {missing}")
+    paths = expand_inputs(paths)
     tokenizer = None
     if any(p.suffix.lower() == ".wav" for p in paths):
         if hubert is None or quantizer is None:

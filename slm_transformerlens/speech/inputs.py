@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from slm_transformerlens.errors import SpeechInputError
-from slm_transformerlens.speech.alignment import WordTiming, as_word_timings, validate_words
+from slm_transformerlens.speech.alignment import WordTiming, as_word_timings, end_tolerance, validate_words
 from slm_transformerlens.speech.units import FRAME_DURATION_25HZ, dedup_units, word_unit_ranges
 
 __all__ = ["EmptyWordPolicy", "Speech", "Text", "TimedToken", "timed_tokens"]
@@ -134,7 +134,7 @@ class Speech:
         if self.words is not None:
             words = as_word_timings(self.words)
             object.__setattr__(self, "words", words)
-            validate_words(words, duration_s=self.duration_s, tolerance_s=self.frame_duration)
+            validate_words(words, duration_s=self.duration_s, tolerance_s=end_tolerance(self.frame_duration))
 
     # ------------------------------------------------------------------ construction
     @classmethod

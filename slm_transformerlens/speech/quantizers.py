@@ -28,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from slm_transformerlens.errors import SpeechInputError
+from slm_transformerlens.safe_pickle import is_pickle_file, refusal_reason
 
 __all__ = [
     "KMeansQuantizer",
@@ -164,7 +165,8 @@ def _torch_load_restricted(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise SpeechInputError(
-            f"{path} holds objects other than tensors / numpy arrays; refusing to unpickle it ({error})"
+            f"{path}: {refusal_reason(error)}; refusing to unpickle it. Convert it once, in an environment "
+            "you trust, to a .npy of the cluster centres (np.save(path, centers, allow_pickle=False))"
         ) from None
 
 
@@ -251,8 +253,9 @@ def load_quantizer(
     """Load any supported quantizer file.
 
     ``kind="auto"`` picks by extension (``.npy``) or content: a torch file with ``model_cfg`` is the linear
-    quantizer, with ``cluster_centers`` a k-means dict; anything else is treated as joblib (which needs
-    ``trust_pickle=True``).
+    quantizer, with ``cluster_centers`` a k-means dict; a file that torch's safe loader refuses is read
+    as joblib (which needs ``trust_pickle=True``) only when it IS a pickle / joblib file
+    (:func:`~slm_transformerlens.safe_pickle.is_pickle_file`); anything else is an error.
     """
     path = Path(path)
     if not path.exists():
@@ -267,8 +270,14 @@ def load_quantizer(
         return KMeansQuantizer.from_torch(path)
     try:
         states = _torch_load_restricted(path)
-    except (SpeechInputError, RuntimeError, pickle.UnpicklingError, EOFError):
-        return KMeansQuantizer.from_joblib(path, trust_pickle=trust_pickle)
+    except (SpeechInputError, RuntimeError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
+        if is_pickle_file(path):
+            return KMeansQuantizer.from_joblib(path, trust_pickle=trust_pickle)
+        reason = str(error) if isinstance(error, SpeechInputError) else refusal_reason(error)
+        raise SpeechInputError(
+            f"{path} is not a quantizer file this package reads ({reason}); expected a k-means .npy, a torch "
+            "dict with 'cluster_centers', a SpiritLM linear quantizer, or a joblib k-means pickle"
+        ) from None
     if isinstance(states, dict) and "model_cfg" in states:
         return LinearCTCQuantizer.from_checkpoint(path)
     return KMeansQuantizer.from_torch(path)

@@ -12,7 +12,12 @@ from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from slm_transformerlens.speech.alignment import as_word_timings, read_alignment, validate_words
+from slm_transformerlens.speech.alignment import (
+    as_word_timings,
+    end_tolerance,
+    read_alignment,
+    validate_words,
+)
 from slm_transformerlens.speech.audio import prepare_audio, read_wav
 from slm_transformerlens.speech.features import HubertFeatureExtractor
 from slm_transformerlens.speech.inputs import Speech
@@ -71,7 +76,7 @@ class SpeechTokenizer:
             validate_words(
                 word_timings,
                 duration_s=wav.numel() / self.features.sample_rate,
-                tolerance_s=self.features.frame_duration,
+                tolerance_s=end_tolerance(self.features.frame_duration),
             )
         if keep_audio:
             speech_kwargs.update(audio=wav.numpy(), sample_rate=self.features.sample_rate)

@@ -6,6 +6,7 @@ save it with :func:`slm_transformerlens.viz.html.save_chart` (offline HTML, PNG 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,9 @@ def lens_heatmap(
         view: which vocabulary view (``"full"``, ``"text"``...).
         site: which residual site (needed when the table holds several).
         value: the colour: ``"top_prob"`` (probability of the top token), ``"entropy"`` or a ``mass_*`` column.
+
+    With an ``input_token`` column (the report adds it) each position is labelled with its input token and
+    the first letter of its word's modality (``t`` text, ``s`` speech, ``-`` outside words).
     """
     alt = _alt()
     df = table[table["batch"] == batch] if "batch" in table.columns else table
@@ -79,11 +83,24 @@ def lens_heatmap(
     df["top_token_text"] = tokens.astype(str).map(_printable).str.slice(0, 8)
     words = df["word"].astype("object").where(df["word"].notna(), "")
     df["position_label"] = df["position"].astype(str) + " " + words.astype(str)
+    axis = alt.Axis(labelAngle=0)
+    if "input_token" in df.columns:  # label each position with its input token and modality
+        modality = df["modality"].astype("object").where(df["modality"].notna(), "-").astype(str)
+        labels = (
+            df["input_token"].astype(str).map(_printable).str.slice(0, 10) + " " + modality.str.slice(0, 1)
+        )
+        df["position_label"] = df["position"].astype(str) + " " + labels + " " + words.astype(str)
+        mapping = dict(zip(df["position"].astype(int), labels, strict=True))
+        expr = "{" + ", ".join(f"{p}: {json.dumps(f'{p} {t}')}" for p, t in sorted(mapping.items())) + "}"
+        axis = alt.Axis(labelAngle=-60, labelExpr=f"{expr}[datum.value]", labelFontSize=8)
     plot = df[["position", "layer", "top_prob", "top_token_text", "position_label", "entropy", value]].copy()
     plot = plot.loc[:, ~plot.columns.duplicated()]
     n_pos = plot["position"].nunique()
     n_layers = plot["layer"].nunique()
-    x = alt.X("position:O", title="token position", sort="ascending", axis=alt.Axis(labelAngle=0))
+    x_title = (
+        "input token (position, token, modality t/s/m)" if "input_token" in df.columns else "token position"
+    )
+    x = alt.X("position:O", title=x_title, sort="ascending", axis=axis)
     y = alt.Y("layer:O", sort="descending", title="layer")
     base = alt.Chart(plot).properties(width=cell_width * n_pos, height=cell_height * n_layers)
     rect = base.mark_rect().encode(
@@ -128,7 +145,11 @@ def transcription_rate_chart(
     site: str | None = None,
     title: str | None = None,
 ) -> Any:
-    """Per-layer transcription rate and next-word rate with Wilson confidence bands.
+    """Per-layer transcription rate and next-word rate with their interval bands and chance levels.
+
+    The band is the cluster-bootstrap interval when the summary has one, else Wilson's. With the chance
+    controls, dashed lines are each metric's shuffled-target rate and the grey band reaches the frequency
+    prior.
 
     Args:
         summary: :func:`~slm_transformerlens.lens.summarize_transcription` output.
@@ -139,15 +160,32 @@ def transcription_rate_chart(
     df = _one(_one(df, "view", view, "view"), "site", site, "site")
     if df.empty:
         raise ValueError(f"no summary rows for k={k}")
-    df = df[["layer", "metric", "rate", "ci_low", "ci_high", "n"]]
+    low, high = ("cluster_low", "cluster_high") if "cluster_low" in df.columns else ("ci_low", "ci_high")
+    controls = [c for c in ("shuffled_rate", "prior_rate") if c in df.columns]
+    df = df[["layer", "metric", "rate", "n", *dict.fromkeys(["ci_low", "ci_high", low, high]), *controls]]
+    scale = alt.Scale(domain=[0, 1])
     base = alt.Chart(df).encode(
         x=alt.X("layer:Q", title="layer"), color=alt.Color("metric:N", title="metric")
     )
-    band = base.mark_area(opacity=0.25).encode(y=alt.Y("ci_low:Q", title=f"top-{k} rate"), y2="ci_high:Q")
-    line = base.mark_line(point=True).encode(
-        y="rate:Q", tooltip=["metric:N", "layer:Q", alt.Tooltip("rate:Q", format=".3f"), "n:Q"]
+    layers = []
+    if "prior_rate" in controls:
+        prior = df.groupby("layer", as_index=False)["prior_rate"].max()
+        layers.append(
+            alt.Chart(prior)
+            .mark_area(opacity=0.15, color="grey")
+            .encode(x="layer:Q", y=alt.Y("prior_rate:Q", stack=None, scale=scale))
+        )
+    band = base.mark_area(opacity=0.25).encode(
+        y=alt.Y(f"{low}:Q", title=f"top-{k} rate", stack=None, scale=scale), y2=f"{high}:Q"
     )
-    return alt.layer(band, line).properties(
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("rate:Q", scale=scale),
+        tooltip=["metric:N", "layer:Q", alt.Tooltip("rate:Q", format=".3f"), "n:Q"],
+    )
+    layers += [band, line]
+    if "shuffled_rate" in controls:
+        layers.append(base.mark_line(strokeDash=[4, 3]).encode(y=alt.Y("shuffled_rate:Q", scale=scale)))
+    return alt.layer(*layers).properties(
         width=420, height=260, title=title or f"transcription and next-word top-{k} rate per layer"
     )
 
