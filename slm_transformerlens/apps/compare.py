@@ -59,7 +59,9 @@ class Comparison:
         return self.files["report"]
 
 
-def rate_knowledge_correlation(rates: Sequence[float], accuracies: Sequence[float]) -> dict[str, float]:
+def rate_knowledge_correlation(
+    rates: Sequence[float] | np.ndarray | pd.Series, accuracies: Sequence[float] | np.ndarray | pd.Series
+) -> dict[str, float]:
     """Pearson and Spearman correlation of two per-model sequences, with ``n`` (pairs with both values).
 
     NaN when fewer than 3 models or a constant sequence (no correlation is defined).

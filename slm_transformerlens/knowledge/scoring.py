@@ -65,9 +65,11 @@ def _modalities(mode: str) -> tuple[str, str]:
     return prompt, continuation
 
 
-def pair_scores(
-    correct: np.ndarray | Sequence[float] | Tensor, counterfactual: np.ndarray | Sequence[float] | Tensor
-) -> np.ndarray:
+#: Per-item scores: an array, a tensor, a pandas Series or a sequence of floats.
+Scores = np.ndarray | Sequence[float] | Tensor | pd.Series
+
+
+def pair_scores(correct: Scores, counterfactual: Scores) -> np.ndarray:
     """slamkit's rule per pair: 1.0 if ``correct > counterfactual``, 0.5 if equal, 0.0 if lower."""
     c = np.asarray(correct.cpu() if isinstance(correct, Tensor) else correct, dtype=np.float64)
     x = np.asarray(
@@ -78,8 +80,8 @@ def pair_scores(
 
 def sequence_log_likelihoods(
     model: Any,
-    sequences: Sequence[Int[Tensor, " pos"]],
-    scored: Sequence[Bool[Tensor, " pos"]],
+    sequences: Sequence[Int[Tensor, " _pos"]],
+    scored: Sequence[Bool[Tensor, " _pos"]],
     *,
     allowed: Bool[Tensor, " vocab"] | None = None,
     batch_size: int = 8,

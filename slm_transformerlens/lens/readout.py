@@ -170,7 +170,7 @@ class ViewReadout:
 
 def read_many(
     lens: Lens,
-    vectors: Mapping[tuple[int, str], Float[Tensor, "rows d_model"]],
+    vectors: Mapping[tuple[int, str], Float[Tensor, "members d_model"]],
     *,
     views: Mapping[str, Bool[Tensor, " vocab"] | None],
     group_labels: Int[Tensor, " vocab"],
@@ -395,7 +395,7 @@ def _reduce_masked(
 
 def read_vectors(
     lens: Lens,
-    vectors: Float[Tensor, "rows d_model"],
+    vectors: Float[Tensor, "members d_model"],
     layer: int | None,
     site: str = "resid_post",
     *,

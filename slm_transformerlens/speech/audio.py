@@ -12,10 +12,10 @@ Policy (the same for every entry point):
 
 from __future__ import annotations
 
+import io
 import wave
 from math import gcd
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ __all__ = [
 TARGET_SAMPLE_RATE: int = 16_000
 
 
-def read_wav(path: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
+def read_wav(path: str | Path | io.IOBase) -> tuple[np.ndarray, int]:
     """Read a PCM WAV file (a path or an open binary file, e.g. ``io.BytesIO``) with the standard library.
 
     Returns:
@@ -78,7 +78,7 @@ def read_wav(path: str | Path | BinaryIO) -> tuple[np.ndarray, int]:
     return (data[0].copy() if n_channels == 1 else np.ascontiguousarray(data)), rate
 
 
-def write_wav(path: str | Path | BinaryIO, audio: np.ndarray | Tensor, sample_rate: int) -> None:
+def write_wav(path: str | Path | io.IOBase, audio: np.ndarray | Tensor, sample_rate: int) -> None:
     """Write mono or ``(channels, samples)`` float audio in ``[-1, 1]`` as 16-bit PCM WAV (path or binary file)."""
     array = np.asarray(audio.detach().cpu() if isinstance(audio, Tensor) else audio, dtype=np.float64)
     if array.ndim == 1:
