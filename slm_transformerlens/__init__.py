@@ -15,6 +15,7 @@ from slm_transformerlens.errors import (
     UnsupportedArchitectureError,
     VocabularyError,
 )
+from slm_transformerlens.interop.hf_export import export_hf, load_hf
 from slm_transformerlens.model import HookedSLM, load
 from slm_transformerlens.speech.inputs import Speech, Text
 from slm_transformerlens.vocab import SpeechVocab, TokenRange
@@ -34,5 +35,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VocabularyError",
     "__version__",
+    "export_hf",
     "load",
+    "load_hf",
 ]

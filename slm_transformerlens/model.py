@@ -24,7 +24,14 @@ from slm_transformerlens.vocab import SpeechVocab
 if TYPE_CHECKING:
     from slm_transformerlens.speech.interleave import EncodedBatch
 
-__all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load", "prepare_tokenizer"]
+__all__ = [
+    "HookedSLM",
+    "attach_checkpoint",
+    "bridge_from_checkpoint",
+    "load",
+    "prepare_tokenizer",
+    "read_from_disk",
+]
 
 
 class HookedSLM(TransformerBridge):
@@ -241,6 +248,32 @@ def load(
         >>> model = slt.load("ckpt/SIMS-Llama3.2-3B", tokenizer="tok/Llama-3.2-3B")  # doctest: +SKIP
         >>> logits, cache = model.run_with_cache(tokens)  # doctest: +SKIP
     """
+    return bridge_from_checkpoint(
+        read_from_disk(
+            path,
+            family=family,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            unit_format=unit_format,
+            marker_tokens=marker_tokens,
+            progress=progress,
+        )
+    )
+
+
+def read_from_disk(
+    path: str | Path,
+    *,
+    family: str | None = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    unit_format: str | None = None,
+    marker_tokens: dict[str, str] | None = None,
+    progress: bool = True,
+) -> LoadedCheckpoint:
+    """Read a checkpoint directory into a plain Hugging Face model + tokenizer (the arguments of :func:`load`)."""
     torch_device = torch.device(device) if device is not None else torch.device("cpu")
     from slm_transformerlens.checkpoints.build import directory_of
 
@@ -255,7 +288,7 @@ def load(
         marker_tokens=marker_tokens,
         progress=progress,
     )
-    return bridge_from_checkpoint(read_checkpoint(directory, options, family=family))
+    return read_checkpoint(directory, options, family=family)
 
 
 def _stored_config(directory: Path) -> Any:
