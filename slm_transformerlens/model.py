@@ -89,6 +89,17 @@ class HookedSLM(TransformerBridge):
             self._check_token_range(input)
         return super().forward(input, *args, **kwargs)
 
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``run_with_cache``; its cache's norm maths include the norm weights.
+
+        ``apply_ln_to_stack`` / ``logit_attrs`` of the returned cache are exact on this raw bridge
+        (see :mod:`slm_transformerlens.interop.cache_maths`) and unchanged in compatibility mode.
+        """
+        from slm_transformerlens.interop.cache_maths import with_norm_weights
+
+        output, cache = super().run_with_cache(*args, **kwargs)
+        return output, with_norm_weights(cache)
+
     def _check_token_range(self, tokens: Int[Tensor, "..."]) -> None:
         low, high = int(tokens.min()), int(tokens.max())
         if low < 0 or high >= self.speech_vocab.vocab_size:
