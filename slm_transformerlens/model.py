@@ -89,6 +89,52 @@ class HookedSLM(TransformerBridge):
             self._check_token_range(input)
         return super().forward(input, *args, **kwargs)
 
+    def to_str_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Any:
+        """TransformerLens' ``to_str_tokens``, also for ``Speech`` / ``Text`` inputs (padding left out)."""
+        if _is_speech_input(input):
+            from slm_transformerlens.interop import generation
+
+            return generation.to_str_tokens(self, input)
+        return super().to_str_tokens(input, *args, **kwargs)
+
+    def to_string(self, tokens: Any) -> Any:
+        """TransformerLens' ``to_string``, also for ``Speech`` / ``Text`` inputs (their decoded string)."""
+        if _is_speech_input(tokens):
+            from slm_transformerlens.interop import generation
+
+            return generation.to_string(self, tokens)
+        return super().to_string(tokens)
+
+    def generate(self, input: Any = "", *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``generate``, also for ``Speech`` / ``Text`` inputs.
+
+        A batch of utterances is LEFT-padded with an attention mask, so each continues from its own
+        last token; a right-padded token batch without ``attention_mask`` is refused
+        (:mod:`slm_transformerlens.interop.generation`).
+        """
+        from slm_transformerlens.interop import generation
+
+        if _is_speech_input(input):
+            return generation.generate(self, input, super().generate, *args, **kwargs)
+        if isinstance(input, Tensor):
+            generation.check_not_right_padded(self, input, kwargs.get("attention_mask"))
+        return super().generate(input, *args, **kwargs)
+
+    def test_prompt(self, prompt: Any, answer: Any, **kwargs: Any) -> Any:
+        """How the model ranks each token of ``answer`` after ``prompt`` (TransformerLens' ``utils.test_prompt``).
+
+        ``Speech`` / ``Text`` prompts are encoded with the family's conventions and a per-token table
+        is returned (:func:`slm_transformerlens.interop.generation.test_prompt`); a string prompt goes
+        to ``transformer_lens.utils.test_prompt``.
+        """
+        if _is_speech_input(prompt):
+            from slm_transformerlens.interop import generation
+
+            return generation.test_prompt(self, prompt, answer, **kwargs)
+        from transformer_lens.utils import test_prompt
+
+        return test_prompt(prompt, answer, self, **kwargs)
+
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
         """TransformerBridge's ``run_with_cache``; its cache's norm maths include the norm weights.
 
