@@ -135,6 +135,21 @@ class HookedSLM(TransformerBridge):
 
         return test_prompt(prompt, answer, self, **kwargs)
 
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``run_with_hooks``; TransformerLens patching hooks are length-checked.
+
+        ``transformer_lens.patching`` copies clean activations by position; on a speech pair of unequal
+        lengths that mixes words, so it raises :class:`~slm_transformerlens.interop.InteropError`
+        pointing to ``PatchPair`` (:mod:`slm_transformerlens.interop.tl_patching`).
+        """
+        from slm_transformerlens.interop.tl_patching import guard_patching_hooks
+
+        if len(args) >= 2:
+            args = (args[0], guard_patching_hooks(args[1]), *args[2:])
+        elif kwargs.get("fwd_hooks"):
+            kwargs["fwd_hooks"] = guard_patching_hooks(kwargs["fwd_hooks"])
+        return super().run_with_hooks(*args, **kwargs)
+
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
         """TransformerBridge's ``run_with_cache``; its cache's norm maths include the norm weights.
 
