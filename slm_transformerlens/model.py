@@ -2,8 +2,10 @@
 
 ``HookedSLM`` IS a :class:`transformer_lens.model_bridge.TransformerBridge`, so every
 TransformerLens tool accepts it; it adds :attr:`HookedSLM.speech_vocab` and speech-aware
-inputs (``Speech`` / ``Text`` segments) to ``to_tokens``, ``forward``, ``run_with_cache`` and
-``run_with_hooks``.
+inputs (``Speech`` / ``Text`` segments) to ``to_tokens``, ``forward``, ``run_with_cache``,
+``run_with_hooks``, ``to_str_tokens``, ``to_string``, ``test_prompt`` and ``generate``. Its caches do
+exact norm maths on the raw bridge, and TransformerLens' own patching refuses unequal-length speech
+pairs (:mod:`slm_transformerlens.interop`).
 """
 
 from __future__ import annotations
