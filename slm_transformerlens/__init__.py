@@ -26,6 +26,7 @@ from slm_transformerlens.errors import (
 )
 
 if TYPE_CHECKING:
+    from slm_transformerlens.interop.hf_export import export_hf, load_hf
     from slm_transformerlens.model import HookedSLM, load
     from slm_transformerlens.speech.inputs import Speech, Text
     from slm_transformerlens.vocab import SpeechVocab, TokenRange
@@ -45,7 +46,9 @@ __all__ = [
     "UnsupportedArchitectureError",
     "VocabularyError",
     "__version__",
+    "export_hf",
     "load",
+    "load_hf",
 ]
 
 #: top-level name -> the module that defines it (imported on first access).
@@ -56,6 +59,8 @@ _LAZY: dict[str, str] = {
     "Text": "slm_transformerlens.speech.inputs",
     "SpeechVocab": "slm_transformerlens.vocab",
     "TokenRange": "slm_transformerlens.vocab",
+    "export_hf": "slm_transformerlens.interop.hf_export",
+    "load_hf": "slm_transformerlens.interop.hf_export",
 }
 
 

@@ -284,6 +284,7 @@ def to_hooked_transformer(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     n_ctx: int | None = None,
+    model_class: type | None = None,
 ) -> HookedTransformer:
     """A speech LM checkpoint as a transformer-lens 3.x ``HookedTransformer`` (with ``.speech_vocab``).
 
@@ -303,6 +304,9 @@ def to_hooked_transformer(
             parameters' device is used).
         dtype: parameter dtype (default float32; ignored for a ``LoadedCheckpoint``).
         n_ctx: context length (default the config's ``max_position_embeddings``).
+        model_class: ``HookedTransformer`` (default) or a subclass, e.g. SAELens'
+            ``HookedSAETransformer``. The model also accepts ``Speech`` / ``Text`` inputs
+            (:class:`slm_transformerlens.interop.saelens.SpeechInputsMixin`).
 
     Returns:
         A ``HookedTransformer`` in eval mode with ``speech_vocab``, ``checkpoint_family``,
@@ -318,6 +322,13 @@ def to_hooked_transformer(
     import warnings
 
     from transformer_lens import HookedTransformer
+
+    from slm_transformerlens.interop.errors import InteropError
+    from slm_transformerlens.interop.saelens import speech_model_class
+
+    model_class = HookedTransformer if model_class is None else model_class
+    if not (isinstance(model_class, type) and issubclass(model_class, HookedTransformer)):
+        raise InteropError(f"model_class must be HookedTransformer or a subclass of it, got {model_class!r}")
 
     loaded = _read(loaded_or_path, tokenizer, family, device, dtype)
     parameter = next(loaded.hf_model.parameters())
@@ -336,7 +347,7 @@ def to_hooked_transformer(
         warnings.filterwarnings(
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
         )
-        model = HookedTransformer(cfg, tokenizer=None, move_to_device=True)
+        model = speech_model_class(model_class)(cfg, tokenizer=None, move_to_device=True)
     if center_writing_weights:
         center_writing_weights = False  # TransformerLens skips it for RMSNorm (with a warning)
     model.load_and_process_state_dict(

@@ -2,8 +2,10 @@
 
 ``HookedSLM`` IS a :class:`transformer_lens.model_bridge.TransformerBridge`, so every
 TransformerLens tool accepts it; it adds :attr:`HookedSLM.speech_vocab` and speech-aware
-inputs (``Speech`` / ``Text`` segments) to ``to_tokens``, ``forward``, ``run_with_cache`` and
-``run_with_hooks``.
+inputs (``Speech`` / ``Text`` segments) to ``to_tokens``, ``forward``, ``run_with_cache``,
+``run_with_hooks``, ``to_str_tokens``, ``to_string``, ``test_prompt`` and ``generate``. Its caches do
+exact norm maths on the raw bridge, and TransformerLens' own patching refuses unequal-length speech
+pairs (:mod:`slm_transformerlens.interop`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from slm_transformerlens.vocab import SpeechVocab
 if TYPE_CHECKING:
     from slm_transformerlens.spans import EncodedBatch
 
-__all__ = ["HookedSLM", "attach_checkpoint", "bridge_from_checkpoint", "load", "prepare_tokenizer"]
+__all__ = [
+    "HookedSLM",
+    "attach_checkpoint",
+    "bridge_from_checkpoint",
+    "load",
+    "prepare_tokenizer",
+    "read_from_disk",
+]
 
 
 class HookedSLM(TransformerBridge):
@@ -81,6 +90,78 @@ class HookedSLM(TransformerBridge):
         elif isinstance(input, Tensor) and not input.is_floating_point() and input.numel():
             self._check_token_range(input)
         return super().forward(input, *args, **kwargs)
+
+    def to_str_tokens(self, input: Any, *args: Any, **kwargs: Any) -> Any:
+        """TransformerLens' ``to_str_tokens``, also for ``Speech`` / ``Text`` inputs (padding left out)."""
+        if _is_speech_input(input):
+            from slm_transformerlens.interop import generation
+
+            return generation.to_str_tokens(self, input)
+        return super().to_str_tokens(input, *args, **kwargs)
+
+    def to_string(self, tokens: Any) -> Any:
+        """TransformerLens' ``to_string``, also for ``Speech`` / ``Text`` inputs (their decoded string)."""
+        if _is_speech_input(tokens):
+            from slm_transformerlens.interop import generation
+
+            return generation.to_string(self, tokens)
+        return super().to_string(tokens)
+
+    def generate(self, input: Any = "", *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``generate``, also for ``Speech`` / ``Text`` inputs.
+
+        A batch of utterances is LEFT-padded with an attention mask, so each continues from its own
+        last token; a right-padded token batch without ``attention_mask`` is refused
+        (:mod:`slm_transformerlens.interop.generation`).
+        """
+        from slm_transformerlens.interop import generation
+
+        if _is_speech_input(input):
+            return generation.generate(self, input, super().generate, *args, **kwargs)
+        if isinstance(input, Tensor):
+            generation.check_not_right_padded(self, input, kwargs.get("attention_mask"))
+        return super().generate(input, *args, **kwargs)
+
+    def test_prompt(self, prompt: Any, answer: Any, **kwargs: Any) -> Any:
+        """How the model ranks each token of ``answer`` after ``prompt`` (TransformerLens' ``utils.test_prompt``).
+
+        ``Speech`` / ``Text`` prompts are encoded with the family's conventions and a per-token table
+        is returned (:func:`slm_transformerlens.interop.generation.test_prompt`); a string prompt goes
+        to ``transformer_lens.utils.test_prompt``.
+        """
+        if _is_speech_input(prompt):
+            from slm_transformerlens.interop import generation
+
+            return generation.test_prompt(self, prompt, answer, **kwargs)
+        from transformer_lens.utils import test_prompt
+
+        return test_prompt(prompt, answer, self, **kwargs)
+
+    def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``run_with_hooks``; TransformerLens patching hooks are length-checked.
+
+        ``transformer_lens.patching`` copies clean activations by position; on a speech pair of unequal
+        lengths that mixes words, so it raises :class:`~slm_transformerlens.interop.InteropError`
+        pointing to ``PatchPair`` (:mod:`slm_transformerlens.interop.tl_patching`).
+        """
+        from slm_transformerlens.interop.tl_patching import guard_patching_hooks
+
+        if len(args) >= 2:
+            args = (args[0], guard_patching_hooks(args[1]), *args[2:])
+        elif kwargs.get("fwd_hooks"):
+            kwargs["fwd_hooks"] = guard_patching_hooks(kwargs["fwd_hooks"])
+        return super().run_with_hooks(*args, **kwargs)
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
+        """TransformerBridge's ``run_with_cache``; its cache's norm maths include the norm weights.
+
+        ``apply_ln_to_stack`` / ``logit_attrs`` of the returned cache are exact on this raw bridge
+        (see :mod:`slm_transformerlens.interop.cache_maths`) and unchanged in compatibility mode.
+        """
+        from slm_transformerlens.interop.cache_maths import with_norm_weights
+
+        output, cache = super().run_with_cache(*args, **kwargs)
+        return output, with_norm_weights(cache)
 
     def _check_token_range(self, tokens: Int[Tensor, "..."]) -> None:
         low, high = int(tokens.min()), int(tokens.max())
@@ -241,6 +322,32 @@ def load(
         >>> model = slt.load("ckpt/SIMS-Llama3.2-3B", tokenizer="tok/Llama-3.2-3B")  # doctest: +SKIP
         >>> logits, cache = model.run_with_cache(tokens)  # doctest: +SKIP
     """
+    return bridge_from_checkpoint(
+        read_from_disk(
+            path,
+            family=family,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            unit_format=unit_format,
+            marker_tokens=marker_tokens,
+            progress=progress,
+        )
+    )
+
+
+def read_from_disk(
+    path: str | Path,
+    *,
+    family: str | None = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    unit_format: str | None = None,
+    marker_tokens: dict[str, str] | None = None,
+    progress: bool = True,
+) -> LoadedCheckpoint:
+    """Read a checkpoint directory into a plain Hugging Face model + tokenizer (the arguments of :func:`load`)."""
     torch_device = torch.device(device) if device is not None else torch.device("cpu")
     from slm_transformerlens.checkpoints.build import directory_of
 
@@ -255,7 +362,7 @@ def load(
         marker_tokens=marker_tokens,
         progress=progress,
     )
-    return bridge_from_checkpoint(read_checkpoint(directory, options, family=family))
+    return read_checkpoint(directory, options, family=family)
 
 
 def _stored_config(directory: Path) -> Any:

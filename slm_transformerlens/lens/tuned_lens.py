@@ -136,12 +136,30 @@ class TunedLens(Lens):
         return h if translator is None else h + translator(h)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` and ``params.safetensors`` into directory ``path``."""
+    def save(self, path: str | Path, *, format: str = "slm_transformerlens") -> Path:
+        """Write the lens into directory ``path``.
+
+        Args:
+            path: the directory.
+            format: ``"slm_transformerlens"`` (default: ``config.json`` + ``params.safetensors``, with
+                the vocabulary fingerprint; read with :meth:`load`) or ``"tuned-lens"`` (the tuned-lens
+                package's ``config.json`` + ``params.pt``, which its
+                ``TunedLens.from_model_and_pretrained(model, path)`` reads; :meth:`from_tuned_lens` too).
+
+        Raises:
+            LensError: an unknown format, or ``"tuned-lens"`` for a lens with ``resid_mid`` translators
+                (that format has one translator per layer input only).
+        """
         from safetensors.torch import save_file
 
+        if format not in ("slm_transformerlens", "tuned-lens"):
+            raise LensError(f"unknown lens format {format!r}; use 'slm_transformerlens' or 'tuned-lens'")
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
+        if format == "tuned-lens":
+            from slm_transformerlens.interop.tuned_lens_format import save_tuned_lens_format
+
+            return save_tuned_lens_format(self, directory)
         state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(directory / PARAMS_NAME), metadata={"format": "pt"})
         (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2))

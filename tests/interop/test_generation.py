@@ -1,0 +1,85 @@
+"""Speech-aware to_str_tokens / to_string / test_prompt / generate; batched generation left-pads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from interop_helpers import short_utterance, utterance
+
+from slm_transformerlens import Speech, Text
+from slm_transformerlens.interop import InteropError
+from slm_transformerlens.interop.generation import left_pad
+
+
+@pytest.fixture(scope="module")
+def sims_model(checkpoint_factory):
+    import slm_transformerlens as slt
+
+    path, kwargs = checkpoint_factory("sims-llama3-tied")
+    return slt.load(path, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("which", ["sims", "spiritlm"])
+def test_str_tokens_and_string_of_speech_inputs(which, sims_model, spiritlm_model):
+    model = sims_model if which == "sims" else spiritlm_model
+    tokens = model.to_tokens(utterance())[0]
+    str_tokens = model.to_str_tokens(utterance())
+    assert str_tokens == model.to_str_tokens(tokens)
+    unit = model.speech_vocab.unit_token(71)
+    speech, text = (model.speech_vocab.marker_tokens[r] for r in ("speech", "text"))
+    assert unit in str_tokens and speech in str_tokens and text in str_tokens
+    assert model.to_string(utterance()) == model.to_string(tokens)
+    batch = model.to_str_tokens([utterance(), short_utterance()])
+    assert batch[0] == str_tokens
+    assert len(batch[1]) == model.encode(short_utterance()).lengths[0]  # no padding strings
+    assert model.to_string([utterance(), short_utterance()])[1] == model.to_string(short_utterance())
+
+
+def test_batched_generation_equals_generating_each_utterance_alone(sims_model):
+    model = sims_model
+    batch = [utterance(), short_utterance()]
+    together = model.generate(batch, max_new_tokens=4, do_sample=False, verbose=False)
+    lengths = model.encode(batch).lengths
+    width = max(lengths)
+    for row, one in enumerate(batch):
+        alone = model.generate(one, max_new_tokens=4, do_sample=False, verbose=False)
+        assert alone.shape == (1, lengths[row] + 4)
+        # the batch is left-padded: each row ends with its own prompt and its own continuation
+        assert together[row, width - lengths[row] :].tolist() == alone[0].tolist()
+    # what the right-padded batch would have continued from: the padding (refused)
+    right = model.to_tokens(batch)
+    with pytest.raises(InteropError, match="right-padded"):
+        model.generate(right, max_new_tokens=2, do_sample=False, verbose=False)
+
+
+def test_left_pad_moves_padding_only():
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    padded, new_mask = left_pad(tokens, mask, 0)
+    assert padded.tolist() == [[1, 2, 3], [0, 4, 5]]
+    assert new_mask.tolist() == [[1, 1, 1], [0, 1, 1]]
+
+
+def test_test_prompt_ranks_the_answer_tokens_as_the_logits_do(sims_model, capsys):
+    model = sims_model
+    prompt = utterance()[:2]  # ends in speech: a text answer starts with the <text> marker
+    table = model.test_prompt(prompt, "and rome", top_k=5)
+    full = model.to_tokens([*prompt, Text("and rome")])[0]
+    n = model.to_tokens(prompt).shape[1]
+    assert table["token"].tolist() == full[n:].tolist()
+    assert table["str_token"].iloc[0] == model.speech_vocab.marker_tokens["text"]
+    with torch.no_grad():
+        logits = model(full[None])[0]
+    for row in table.itertuples():
+        step = logits[row.position - 1]
+        assert row.rank == int((step > step[row.token]).sum())
+        assert row.logit == pytest.approx(float(step[row.token]), abs=1e-5)
+        assert row.prob == pytest.approx(float(step.softmax(-1)[row.token]), abs=1e-6)
+        assert row.top_k[0] == model.to_str_tokens(step.argmax()[None])[0]
+    assert "Tokenized answer" in capsys.readouterr().out
+    units = model.test_prompt(
+        utterance()[:1], Speech(units=[3, 4], words=[(" x", 0.0, 0.08)]), print_details=False
+    )
+    assert units["str_token"].tolist() == [model.speech_vocab.marker_tokens["speech"], "<Un3>", "<Un4>"]
+    with pytest.raises(InteropError, match="one utterance"):
+        model.test_prompt([utterance(), short_utterance()], "x")
