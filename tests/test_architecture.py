@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
             "jsonfile",
             "safe_pickle",
             "knowledge",
+            "interop",
         ],
         CORE,
     ),
