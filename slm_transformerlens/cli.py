@@ -4,6 +4,7 @@ Subcommands:
     inspect PATH   describe a checkpoint (family, architecture, vocabulary layout, sizes)
     demo           the embedded default (real SmolLM2-135M + units, packaged real speech) -> lens report
     analyze PATH   the lens report of a checkpoint on your audio + word alignments (or unit files)
+    organism       rebuild the model organism (build | train | evaluate)
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_output_options(analyze, "out/analyze")
     analyze.set_defaults(handler=_analyze)
+
+    from slm_transformerlens.organism.cli import add_organism_parser
+
+    add_organism_parser(commands)
     return parser
 
 
