@@ -6,7 +6,7 @@
 #
 # Needs only python with torch, transformers, safetensors, numpy (no TransformerLens, no espeak).
 # Env: ORGANISM_DATA (default .gpu/data), ORGANISM_DEVICE (default cuda; cpu works, slowly),
-#      ORGANISM_THREADS (CPU threads), ORGANISM_WORK (scratch dir), PYTHON.
+#      ORGANISM_THREADS (CPU threads), ORGANISM_MAX_STEPS (smoke test), ORGANISM_WORK (scratch dir), PYTHON.
 # CUDA trains under bf16 autocast; CPU in fp32. Same recipe budget on both (recipe.json of the data dir).
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -17,6 +17,7 @@ WORK="${ORGANISM_WORK:-$(mktemp -d)}"
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
 THREADS=()
 if [[ -n "${ORGANISM_THREADS:-}" ]]; then THREADS=(--threads "$ORGANISM_THREADS"); fi
+if [[ -n "${ORGANISM_MAX_STEPS:-}" ]]; then THREADS+=(--max-steps "$ORGANISM_MAX_STEPS"); fi  # smoke test only
 mkdir -p "$OUT" "$WORK"
 start=$(date +%s)
 {

@@ -144,7 +144,8 @@ def _save_renderings(path: Path, renderings: list[Rendering]) -> None:
 def load_renderings(data_dir: str | Path, kind: str) -> list[Rendering]:
     """The renderings of one unit kind saved by :func:`build_data`."""
     base = Path(data_dir) / f"units_{kind}"
-    arrays = np.load(base.with_suffix(".npz"))
+    with np.load(base.with_suffix(".npz")) as npz:
+        arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(base.with_suffix(".json").read_text())
     out = []
     for i, m in enumerate(meta):

@@ -85,8 +85,10 @@ def train_lm(
     seed: int,
     label: str,
     log_every: int = 50,
+    max_steps: int | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` on ``sequences`` (``[n, seq_len]`` ids, used in a seeded order) for one epoch."""
+    """Train ``model`` on ``sequences`` (``[n, seq_len]`` ids, used in a seeded order) for one epoch
+    (``max_steps``: stop early, for smoke tests only)."""
     model.to(device).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -97,6 +99,8 @@ def train_lm(
     )
     order = np.random.RandomState(seed).permutation(len(sequences))
     steps = len(order) // recipe.batch_size
+    if max_steps is not None:
+        steps = min(steps, max_steps)
     use_bf16 = device.startswith("cuda")
     log: list[dict[str, float]] = []
     started = time.time()
@@ -188,6 +192,7 @@ def train_all(
     unit_kinds: Sequence[str] | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    max_steps: int | None = None,
 ) -> list[Path]:
     """Train the phase-1 text LM (cached in ``out_dir/text_lm``) and each variant x unit kind.
 
@@ -213,7 +218,13 @@ def train_all(
         else:
             model = _new_model(recipe, base_vocab, recipe.seed)
             text_log = train_lm(
-                model, text["phase1"], recipe, device=device, seed=recipe.seed, label="phase 1 text LM"
+                model,
+                text["phase1"],
+                recipe,
+                device=device,
+                seed=recipe.seed,
+                label="phase 1 text LM",
+                max_steps=max_steps,
             )
             text_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             torch.save({"state": text_state, "log": json.dumps(text_log)}, text_lm_path)
@@ -241,6 +252,7 @@ def train_all(
                     device=device,
                     seed=recipe.seed + 3,
                     label=label,
+                    max_steps=max_steps,
                 )
             extra = {
                 "variant": name,
@@ -273,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="smoke tests only: stop each phase early")
     args = parser.parse_args(argv)
     train_all(
         args.data,
@@ -281,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unit_kinds=args.units,
         device=args.device,
         threads=args.threads,
+        max_steps=args.max_steps,
     )
     return 0
 
