@@ -40,6 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
         charts=not args.no_charts,
         png=not args.no_png,
         progress=not args.quiet,
+        model=args.model,
     )
     _print_result(result, 10)
     return 0
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(demo, "out/demo")
     demo.add_argument(
         "--cache", help="where the demo model is built once (default ~/.cache/slm_transformerlens)"
+    )
+    demo.add_argument(
+        "--model",
+        default="organism",
+        choices=["organism", "smollm2"],
+        help="organism (default): the packaged model organism; smollm2: real SmolLM2-135M, untrained units",
     )
     demo.set_defaults(handler=_demo)
 

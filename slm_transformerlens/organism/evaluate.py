@@ -152,7 +152,10 @@ def _frequency_prior(data_dir: Path, tokenizer: Any) -> set[int]:
     """The best constant top-10 guess for content words: the 10 most frequent first sub-tokens of the
     content words of the training text."""
     corpus = json.loads((data_dir / "corpus.json").read_text())
-    counts: Counter[str] = Counter(w for s in corpus["train"] for w in s.split() if is_content_word(w))
+    if "content_counts" in corpus:  # a packaged evaluation set keeps only the counts
+        counts: Counter[str] = Counter(corpus["content_counts"])
+    else:
+        counts = Counter(w for s in corpus["train"] for w in s.split() if is_content_word(w))
     firsts: Counter[int] = Counter()
     for word, count in counts.items():
         firsts[tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]] += count
