@@ -23,7 +23,7 @@ start=$(date +%s)
 {
   date -u
   "$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
-  "$PYTHON" -m slm_transformerlens.organism.train "$DATA" "$WORK/models" --device "$DEVICE" "${THREADS[@]}"
+  "$PYTHON" -m slm_transformerlens.cli organism train --data "$DATA" --models "$WORK/models" --device "$DEVICE" "${THREADS[@]}"
   echo "total seconds: $(( $(date +%s) - start ))"
 } 2>&1 | tee "$WORK/train.log"
 for kind in kmeans phoneme; do

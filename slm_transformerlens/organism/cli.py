@@ -29,6 +29,9 @@ def add_organism_parser(commands: Any) -> None:
     )
     train.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     train.add_argument("--threads", type=int, help="CPU threads per process")
+    train.add_argument(
+        "--max-steps", type=int, help="smoke tests only: stop each phase after this many steps"
+    )
     evaluate = stages.add_parser("evaluate", help="lens curves with chance controls on the held-out voice")
     evaluate.add_argument("--data", default="out/organism/data")
     evaluate.add_argument("--models", default="out/organism/models")
@@ -53,6 +56,7 @@ def run_organism(args: argparse.Namespace) -> int:
             unit_kinds=args.units,
             device=args.device,
             threads=args.threads,
+            max_steps=args.max_steps,
         )
     else:
         import json

@@ -32,7 +32,9 @@ def run_organism_demo(
 
     model = load_organism(MAIN, progress=progress)
     spoken = heldout_utterances("kmeans", limit=n_sentences)
-    mixed = [interleave(s, "poisson", seed=i, speech_fraction=0.5, mean_span=3) for i, s in enumerate(spoken[:16])]
+    mixed = [
+        interleave(s, "poisson", seed=i, speech_fraction=0.5, mean_span=3) for i, s in enumerate(spoken[:16])
+    ]
     utterances: list[Any] = [[s] for s in spoken] + mixed
     notes = (
         "The main model organism: a 2.3M-parameter Llama (8 layers, tied embeddings) trained here with the "

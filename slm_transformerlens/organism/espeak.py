@@ -20,7 +20,15 @@ import numpy as np
 
 from slm_transformerlens.errors import SLMError
 
-__all__ = ["EspeakError", "SynthResult", "Voice", "synthesize"]
+__all__ = [
+    "SYNTH_CALLBACK",
+    "EspeakError",
+    "EspeakEvent",
+    "EspeakEventId",
+    "SynthResult",
+    "Voice",
+    "synthesize",
+]
 
 _WORD, _PHONEME, _END, _SENTENCE = 1, 7, 0, 2
 _RATE, _PITCH, _RANGE = 1, 3, 4
@@ -32,11 +40,15 @@ class EspeakError(SLMError):
     """espeak-ng is missing or failed."""
 
 
-class _Id(ctypes.Union):
+class EspeakEventId(ctypes.Union):
+    """The ``id`` union of espeak-ng's ``espeak_EVENT``."""
+
     _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
 
 
-class _Event(ctypes.Structure):
+class EspeakEvent(ctypes.Structure):
+    """espeak-ng's ``espeak_EVENT`` (speak_lib.h)."""
+
     _fields_ = [
         ("type", ctypes.c_int),
         ("unique_identifier", ctypes.c_uint),
@@ -45,12 +57,12 @@ class _Event(ctypes.Structure):
         ("audio_position", ctypes.c_int),
         ("sample", ctypes.c_int),
         ("user_data", ctypes.c_void_p),
-        ("id", _Id),
+        ("id", EspeakEventId),
     ]
 
 
-_CALLBACK = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(EspeakEvent)
 )
 _LOCK = threading.Lock()
 
@@ -95,7 +107,7 @@ class _Engine:
             raise EspeakError(f"espeak_Initialize failed ({rate})")
         self.chunks: list[np.ndarray] = []
         self.events: list[tuple[int, int, int, int, str]] = []
-        self.callback = _CALLBACK(self._on_audio)
+        self.callback = SYNTH_CALLBACK(self._on_audio)
         self.lib.espeak_SetSynthCallback(self.callback)
         self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         self.lib.espeak_TextToPhonemes.argtypes = [

@@ -64,7 +64,9 @@ def load_organism(name: str = MAIN, **kwargs: Any) -> Any:
     return slt.load(path, tokenizer=path / "base_tokenizer", **kwargs)
 
 
-def heldout_utterances(kind: str = "kmeans", *, split: str = "heldout", limit: int | None = None) -> list[Any]:
+def heldout_utterances(
+    kind: str = "kmeans", *, split: str = "heldout", limit: int | None = None
+) -> list[Any]:
     """The held-out voice's renderings of held-out sentences as all-speech ``Speech`` utterances."""
     from slm_transformerlens.organism.build import load_renderings
     from slm_transformerlens.speech.inputs import Speech

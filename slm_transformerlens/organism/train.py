@@ -12,7 +12,6 @@ Deterministic given the device: seeded init, seeded sequence order. CUDA uses bf
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -24,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from slm_transformerlens.errors import SLMError
 from slm_transformerlens.organism.recipe import VARIANTS, Recipe, Variant
 
-__all__ = ["main", "model_config", "train_all", "train_lm"]
+__all__ = ["model_config", "save_sims_checkpoint", "train_all", "train_lm"]
 
 
 def model_config(recipe: Recipe, vocab_size: int) -> Any:
@@ -207,6 +207,9 @@ def train_all(
     base_vocab = int(sizes["base_vocab"])
     text = np.load(data / "streams_text.npz")
     names = list(variants or recipe.variants)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SLMError(f"unknown organism variant(s) {unknown}; choose from {list(VARIANTS)}")
     kinds = list(unit_kinds or recipe.unit_kinds)
     text_lm_path = out / "text_lm.pt"
     needs_text_lm = any(VARIANTS[n].text_init for n in names)
@@ -272,32 +275,3 @@ def train_all(
             )
             print(f"[{label}] saved to {out / label}", flush=True)
     return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m slm_transformerlens.organism.train DATA OUT [--variant ...] [--units ...] [--device ...]``."""
-    parser = argparse.ArgumentParser(prog="organism-train", description=__doc__.splitlines()[0])
-    parser.add_argument("data", help="data directory written by `slm-lens organism build`")
-    parser.add_argument("out", help="where the checkpoints go")
-    parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="default: all")
-    parser.add_argument(
-        "--units", action="append", choices=["kmeans", "phoneme"], help="default: the recipe's"
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-steps", type=int, default=None, help="smoke tests only: stop each phase early")
-    args = parser.parse_args(argv)
-    train_all(
-        args.data,
-        args.out,
-        variants=args.variant,
-        unit_kinds=args.units,
-        device=args.device,
-        threads=args.threads,
-        max_steps=args.max_steps,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

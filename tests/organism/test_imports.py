@@ -21,6 +21,9 @@ def test_train_module_imports_without_transformer_lens() -> None:
             sys.modules[name] = None  # importing any of them now raises ImportError
         import slm_transformerlens.organism.train as train
         import slm_transformerlens
+        from slm_transformerlens.cli import build_parser
+        args = build_parser().parse_args(["organism", "train", "--data", "d", "--device", "cuda"])
+        assert args.stage == "train" and args.device == "cuda"
         assert "slm_transformerlens.model" not in sys.modules
         print(train.train_all.__name__, slm_transformerlens.__version__)
         """
