@@ -142,13 +142,27 @@ def train_lm(
 
 
 def _mixture(variant: Variant, recipe: Recipe, streams: dict[str, np.ndarray]) -> np.ndarray:
+    """The phase-2 sequences of ``variant``: its share of each stream, exactly the recipe's token budget."""
     n_total = -(-recipe.phase2_tokens // recipe.seq_len)
     parts = []
     for kind in ("text", "interleaved", "speech"):
         count = round(getattr(variant, kind) * n_total)
+        if count > len(streams[kind]):
+            raise SLMError(
+                f"variant {variant.name!r} needs {count} {kind} sequences but the data has {len(streams[kind])}: "
+                "the recipe's phase2_tokens is larger than the build's; rebuild the data with this recipe"
+            )
         if count:
             parts.append(streams[kind][:count])
     return np.concatenate(parts)
+
+
+def _check_phase1(recipe: Recipe, sequences: np.ndarray) -> None:
+    needed = -(-recipe.phase1_tokens // recipe.seq_len)
+    if needed > len(sequences):
+        raise SLMError(
+            f"phase 1 needs {needed} text sequences but the data has {len(sequences)}: rebuild the data with this recipe"
+        )
 
 
 def save_sims_checkpoint(
@@ -220,6 +234,7 @@ def train_all(
             text_state, text_log = saved["state"], json.loads(saved["log"])
         else:
             model = _new_model(recipe, base_vocab, recipe.seed)
+            _check_phase1(recipe, text["phase1"])
             text_log = train_lm(
                 model,
                 text["phase1"],

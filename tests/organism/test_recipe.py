@@ -101,3 +101,27 @@ def test_toy_evaluation_has_curves_controls_and_knowledge(toy: tuple[Path, Path]
     assert layers == set(range(result["n_layers"]))
     assert all(c["ci_low"] <= c["rate"] <= c["ci_high"] for c in result["curves"] if c["n"] > 0)
     assert result["knowledge"]["speech_n"] == 16 and result["knowledge"]["text_n"] > 100
+
+
+def test_phase2_mixture_is_exactly_the_budget_or_an_error() -> None:
+    from slm_transformerlens.errors import SLMError
+    from slm_transformerlens.organism.recipe import VARIANTS
+    from slm_transformerlens.organism.train import _mixture
+
+    recipe = Recipe.preset("toy")
+    n = recipe.phase2_tokens // recipe.seq_len
+    streams = {
+        k: np.full((n, recipe.seq_len), i, dtype=np.uint16)
+        for i, k in enumerate(("text", "interleaved", "speech"))
+    }
+    mixed = _mixture(VARIANTS["main"], recipe, streams)
+    assert mixed.size == recipe.phase2_tokens
+    assert [(mixed[:, 0] == i).sum() for i in range(3)] == [n // 4, n // 2, n // 4]
+    with pytest.raises(SLMError, match="rebuild the data"):
+        _mixture(VARIANTS["main"], _bigger(recipe), streams)
+
+
+def _bigger(recipe: Recipe) -> Recipe:
+    from dataclasses import replace
+
+    return replace(recipe, phase2_tokens=recipe.phase2_tokens * 4)
