@@ -18,4 +18,11 @@ from slm_transformerlens.organism.shipped import (
     shipped_root,
 )
 
-__all__ = ["MAIN", "heldout_utterances", "load_organism", "shipped_checkpoint", "shipped_models", "shipped_root"]
+__all__ = [
+    "MAIN",
+    "heldout_utterances",
+    "load_organism",
+    "shipped_checkpoint",
+    "shipped_models",
+    "shipped_root",
+]

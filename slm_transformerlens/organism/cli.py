@@ -67,7 +67,8 @@ def run_organism(args: argparse.Namespace) -> int:
 
         curves = evaluate_all(args.models, args.data, args.out)
         differences = json.loads((Path(args.out) / "differences.json").read_text())
-        report = format_results(curves, differences)
+        knowledge = json.loads((Path(args.out) / "knowledge.json").read_text())
+        report = format_results(curves, differences, knowledge)
         (Path(args.out) / "results.md").write_text(report)
         print(report)
     return 0

@@ -140,10 +140,26 @@ def _markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
     return "\n".join([header, rule, *body])
 
 
-def format_results(curves: pd.DataFrame, differences: list[dict] | None = None) -> str:
-    """A markdown report: the peak summary, then every model's per-layer table."""
+def format_results(
+    curves: pd.DataFrame, differences: list[dict] | None = None, knowledge: dict[str, dict] | None = None
+) -> str:
+    """A markdown report: the peak summary, spoken knowledge against the transcription peak, every model's
+    per-layer table and the ablation differences."""
     summary = peak_summary(curves)
     lines = ["## Peaks (content words, top-10, text-restricted ranks)", "", _markdown(summary), ""]
+    if knowledge:
+        rows = [
+            {
+                "model": model,
+                "transcription_peak": float(peak),
+                "spoken_knowledge": knowledge[model]["speech_accuracy"],
+                "written_knowledge": knowledge[model]["text_accuracy"],
+                "n_facts": knowledge[model]["speech_n"],
+            }
+            for model, peak in zip(summary["model"], summary["transcription_peak"], strict=True)
+            if model in knowledge
+        ]
+        lines += ["## Spoken knowledge vs transcription (chance 0.5)", "", _markdown(pd.DataFrame(rows)), ""]
     for model in summary["model"]:
         lines += [f"### {model}", "", _markdown(layer_table(curves, model), index=True), ""]
     if differences:
