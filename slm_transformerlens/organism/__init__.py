@@ -1,0 +1,28 @@
+"""The model organism: a small interleaved speech LM trained here with the SIMS recipe, and its ablations.
+
+Stages (``slm-lens organism build | train | evaluate``): :mod:`~slm_transformerlens.organism.corpus`
+(text and fact base), :mod:`~slm_transformerlens.organism.espeak` (speech with exact word timings),
+:mod:`~slm_transformerlens.organism.units` (25 Hz units), :mod:`~slm_transformerlens.organism.tokenizer`,
+:mod:`~slm_transformerlens.organism.build` (token streams in the SIMS layout),
+:mod:`~slm_transformerlens.organism.train` (imports only torch / transformers / safetensors / numpy),
+:mod:`~slm_transformerlens.organism.evaluate` and :mod:`~slm_transformerlens.organism.report`.
+The packaged models: :mod:`~slm_transformerlens.organism.shipped`.
+"""
+
+from slm_transformerlens.organism.shipped import (
+    MAIN,
+    heldout_utterances,
+    load_organism,
+    shipped_checkpoint,
+    shipped_models,
+    shipped_root,
+)
+
+__all__ = [
+    "MAIN",
+    "heldout_utterances",
+    "load_organism",
+    "shipped_checkpoint",
+    "shipped_models",
+    "shipped_root",
+]

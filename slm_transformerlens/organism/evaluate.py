@@ -1,0 +1,375 @@
+"""``slm-lens organism evaluate``: the lens analysis of the organisms on a held-out voice and sentences.
+
+For every checkpoint, on the held-out voice speaking held-out sentences (bare units, as slamkit
+evaluates speech), with the package's logit lens (:func:`~slm_transformerlens.lens.transcription_table`,
+text-restricted ranks and the full view):
+
+- ``transcription_span``: the CURRENT content word's target token is in the top-10 at any unit position
+  of its span (read-out over the span); ``transcription_last``: at its last unit;
+- ``next_word``: the NEXT content word's target in the top-10 at the current word's last unit;
+- each with a shuffled-target control: the same read-outs scored against the target of a random other
+  content word of the evaluation set (a fixed seeded permutation), and a frequency prior (the 10 most
+  frequent text tokens of the training text as a constant guess);
+- ``mass_speech`` / ``mass_text`` / ``mass_marker``: softmax mass of each vocabulary group at spoken
+  positions (full view);
+- 95% intervals: cluster bootstrap over utterances (words of one sentence are not independent);
+- spoken knowledge: the fact base spoken by the held-out voice, correct vs same-category
+  counterfactual completion scored by the mean log-probability of the completion's units (slamkit's
+  length-normalised likelihood), and the same on text.
+
+The chance controls are kept small and self-contained here; the protocol module's controls can replace
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from slm_transformerlens.organism.build import load_renderings
+from slm_transformerlens.organism.corpus import is_content_word
+
+__all__ = ["cluster_bootstrap", "evaluate_all", "evaluate_checkpoint", "peak_difference", "shuffled_words"]
+
+K = 10
+
+
+def cluster_bootstrap(
+    values: np.ndarray, clusters: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and its 95% percentile interval when whole ``clusters`` are resampled."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    _, index = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(index, weights=values)
+    counts = np.bincount(index).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    boot = sums[draw].sum(1) / counts[draw].sum(1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def peak_difference(
+    hits_a: pd.DataFrame, hits_b: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Peak rate over layers of ``a`` minus that of ``b`` (each at its own peak layer), with a 95% paired
+    cluster-bootstrap interval over utterances (the peak is re-selected in every resample).
+
+    ``hits_*``: columns ``utterance, word_index, layer, hit`` on the same utterances.
+    """
+
+    def matrix(hits: pd.DataFrame, utterances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        layers = np.sort(hits["layer"].unique())
+        u_index = {u: i for i, u in enumerate(utterances)}
+        sums = np.zeros((len(utterances), len(layers)))
+        counts = np.zeros((len(utterances), len(layers)))
+        rows = hits["utterance"].map(u_index).to_numpy()
+        cols = np.searchsorted(layers, hits["layer"].to_numpy())
+        np.add.at(sums, (rows, cols), hits["hit"].to_numpy())
+        np.add.at(counts, (rows, cols), 1.0)
+        return sums, counts
+
+    utterances = np.union1d(hits_a["utterance"].unique(), hits_b["utterance"].unique())
+    (sa, ca), (sb, cb) = matrix(hits_a, utterances), matrix(hits_b, utterances)
+
+    def peak(s: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return np.nanmax(s / np.maximum(c, 1e-12), axis=-1)
+
+    point = float(peak(sa.sum(0), ca.sum(0)) - peak(sb.sum(0), cb.sum(0)))
+    draw = np.random.default_rng(seed).integers(0, len(utterances), size=(n_boot, len(utterances)))
+    boot = peak(sa[draw].sum(1), ca[draw].sum(1)) - peak(sb[draw].sum(1), cb[draw].sum(1))
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def shuffled_words(spans: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """The span table with the words of content-word rows permuted among themselves (no fixed points
+    where avoidable): the shuffled-target control keeps positions and read-outs, changes only targets."""
+    out = spans.copy()
+    content = np.flatnonzero(out["word"].map(is_content_word).to_numpy())
+    rng = np.random.default_rng(seed)
+    words = out["word"].to_numpy().copy()
+    perm = rng.permutation(len(content))
+    for _ in range(20):  # re-draw fixed points (same word) a few times
+        same = words[content[perm]] == words[content]
+        if not same.any():
+            break
+        idx = np.flatnonzero(same)
+        swap = rng.permutation(len(perm))[: len(idx)]
+        perm[idx], perm[swap] = perm[swap], perm[idx]
+    shuffled = words.copy()
+    shuffled[content] = words[content[perm]]
+    out["word"] = shuffled
+    return out
+
+
+def _speech(r: dict[str, Any]) -> Any:
+    from slm_transformerlens.speech.inputs import Speech
+
+    return Speech(
+        r["units"], r["durations"], words=[(w, s, e) for w, s, e in r["words"]], transcript=r["text"]
+    )
+
+
+def _encode(model: Any, utterances: list[Any]) -> Any:
+    from slm_transformerlens.speech.interleave import encode_utterances
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return encode_utterances(utterances, model.speech_vocab, model.tokenizer, on_empty_word="warn")
+
+
+def _table(model: Any, batches: list[Any], spans_list: list[pd.DataFrame]) -> pd.DataFrame:
+    from slm_transformerlens.lens import transcription_table
+
+    items = [
+        {"tokens": b.tokens, "attention_mask": b.attention_mask, "word_spans": s}
+        for b, s in zip(batches, spans_list, strict=True)
+    ]
+    table = transcription_table(
+        model,
+        items,
+        positions="every",
+        views=("text", "full"),
+        ks=(K,),
+        top_k=3,
+        token_strings=False,
+        progress=False,
+    )
+    return table
+
+
+def _frequency_prior(data_dir: Path, tokenizer: Any) -> set[int]:
+    """The best constant top-10 guess for content words: the 10 most frequent first sub-tokens of the
+    content words of the training text."""
+    corpus = json.loads((data_dir / "corpus.json").read_text())
+    if "content_counts" in corpus:  # a packaged evaluation set keeps only the counts
+        counts: Counter[str] = Counter(corpus["content_counts"])
+    else:
+        counts = Counter(w for s in corpus["train"] for w in s.split() if is_content_word(w))
+    firsts: Counter[int] = Counter()
+    for word, count in counts.items():
+        firsts[tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]] += count
+    return {t for t, _ in firsts.most_common(K)}
+
+
+def _rates(
+    table: pd.DataFrame, spans: pd.DataFrame, *, rank: str, word: str, last_only: bool, any_pool: bool
+) -> pd.DataFrame:
+    """Per (utterance, word, layer) hits of the text view, content words only."""
+    t = table[(table["view"] == "text") & table[rank].notna()].copy()
+    t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w))]
+    if last_only:
+        last = spans.set_index(["utterance", "word_index"])["last"]
+        keys = list(zip(t["utterance"], t["word_index"], strict=True))
+        t = t[np.asarray([last.get(k, -1) for k in keys]) == t["position"].to_numpy()]
+    t["hit"] = (t[rank].astype("float64") < K).astype(float)
+    grouped = t.groupby(["utterance", "word_index", "layer"])["hit"]
+    return (grouped.max() if any_pool else grouped.mean()).reset_index()
+
+
+def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for layer, g in hits.groupby("layer"):
+        mean, low, high = cluster_bootstrap(g["hit"].to_numpy(), g["utterance"].to_numpy(), seed=seed)
+        rows.append(
+            {
+                "metric": metric,
+                "layer": int(layer),
+                "rate": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(g),
+            }
+        )
+    return rows
+
+
+def _completion_scores(model: Any, utterances: list[Any], batch_size: int = 64) -> list[float]:
+    """Mean log-probability of the last word's tokens (units or text) of each utterance."""
+    scores: list[float] = []
+    for start in range(0, len(utterances), batch_size):
+        encoded = _encode(model, [[u] for u in utterances[start : start + batch_size]])
+        with torch.no_grad():
+            logits = model(
+                encoded.tokens.to(model.cfg.device),
+                attention_mask=encoded.attention_mask.to(model.cfg.device),
+            )
+        logp = torch.log_softmax(logits.float().cpu(), -1)
+        last = encoded.word_spans.groupby("utterance").tail(1).set_index("utterance")
+        for b in range(encoded.tokens.shape[0]):
+            lo, hi = int(last.loc[b, "start"]), int(last.loc[b, "stop"])
+            ids = encoded.tokens[b, lo:hi]
+            scores.append(float(logp[b, lo - 1 : hi - 1].gather(-1, ids[:, None]).mean()))
+    return scores
+
+
+def _knowledge(model: Any, renderings: list[dict[str, Any]], facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Spoken and written fact accuracy: correct vs counterfactual completion (ties count 0.5)."""
+    from slm_transformerlens.speech.inputs import Text
+
+    by_key = {(r["split"], r["sentence"]): r for r in renderings}
+    pairs = [
+        (by_key[("fact_true", i)], by_key[("fact_false", i)])
+        for i in range(len(facts))
+        if ("fact_true", i) in by_key and ("fact_false", i) in by_key
+    ]
+    speech = _completion_scores(model, [_speech(r) for pair in pairs for r in pair])
+    texts = [
+        Text(tuple(" " + w for w in f"{f['prompt']} {answer}".split()))
+        for f in facts
+        for answer in (f["answer"], f["counterfactual"])
+    ]
+    text = _completion_scores(model, texts)
+
+    def accuracy(scores: list[float]) -> list[float]:
+        a, b = np.asarray(scores[0::2]), np.asarray(scores[1::2])
+        return list(np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0)))
+
+    speech_acc, text_acc = accuracy(speech), accuracy(text)
+    return {
+        "speech_accuracy": float(np.mean(speech_acc)) if speech_acc else float("nan"),
+        "speech_n": len(speech_acc),
+        "text_accuracy": float(np.mean(text_acc)),
+        "text_n": len(text_acc),
+    }
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    *,
+    kind: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Per-layer curves (with controls and intervals), modality masses and knowledge of one checkpoint."""
+    import slm_transformerlens as slt
+
+    checkpoint, data_dir = Path(checkpoint), Path(data_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    kind = kind or config.get("organism", {}).get("unit_kind", "kmeans")
+    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    renderings = load_renderings(data_dir, kind)
+    heldout = [r for r in renderings if r["split"] == "heldout" and r["words"]]
+    batches, spans_true = [], []
+    for start in range(0, len(heldout), batch_size):
+        encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
+        batches.append(encoded)
+        spans_true.append(encoded.word_spans)
+    all_spans = pd.concat([s.assign(batch_index=i) for i, s in enumerate(spans_true)], ignore_index=True)
+    shuffled = shuffled_words(all_spans, seed=seed)
+    spans_control = [
+        shuffled[shuffled["batch_index"] == i].drop(columns="batch_index") for i in range(len(batches))
+    ]
+    true_table = _table(model, batches, spans_true)
+    control_table = _table(model, batches, spans_control)
+    global_spans = pd.concat(
+        [s.assign(utterance=s["utterance"] + i * batch_size) for i, s in enumerate(spans_true)],
+        ignore_index=True,
+    )
+    curves: list[dict[str, Any]] = []
+    hits_by_metric: dict[str, pd.DataFrame] = {}
+    specs = {
+        "transcription_span": ("rank", "word", False, True),
+        "transcription_last": ("rank", "word", True, True),
+        "next_word": ("next_rank", "next_word", True, True),
+    }
+    prior = _frequency_prior(data_dir, model.tokenizer)
+    for name, (rank, word, last_only, any_pool) in specs.items():
+        for suffix, table in (("", true_table), ("_shuffled", control_table)):
+            hits = _rates(table, global_spans, rank=rank, word=word, last_only=last_only, any_pool=any_pool)
+            hits_by_metric[name + suffix] = hits
+            curves += _curve(hits, name + suffix, seed)
+        # frequency prior: a constant top-10 guess of the most frequent text tokens
+        t = true_table[(true_table["view"] == "text") & (true_table["layer"] == true_table["layer"].min())]
+        target = "target_id" if rank == "rank" else "next_target_id"
+        t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w)) & t[target].notna()]
+        t = t.drop_duplicates(["utterance", "word_index"])
+        hit = t[target].astype("int64").isin(prior).astype(float).to_numpy()
+        mean, low, high = cluster_bootstrap(hit, t["utterance"].to_numpy(), seed=seed)
+        curves.append(
+            {
+                "metric": name + "_prior",
+                "layer": -1,
+                "rate": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(hit),
+            }
+        )
+    full = true_table[true_table["view"] == "full"]
+    for group in [c for c in full.columns if c.startswith("mass_")]:
+        for layer, g in full.groupby("layer"):
+            mean, low, high = cluster_bootstrap(g[group].to_numpy(), g["utterance"].to_numpy(), seed=seed)
+            curves.append(
+                {
+                    "metric": group,
+                    "layer": int(layer),
+                    "rate": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": len(g),
+                }
+            )
+    corpus = json.loads((data_dir / "corpus.json").read_text())
+    knowledge = _knowledge(model, renderings, corpus["facts"])
+    return {
+        "checkpoint": str(checkpoint),
+        "variant": config.get("organism", {}).get("variant"),
+        "unit_kind": kind,
+        "n_layers": int(model.cfg.n_layers),
+        "n_utterances": len(heldout),
+        "curves": curves,
+        "knowledge": knowledge,
+        "hits": hits_by_metric,
+    }
+
+
+def evaluate_all(
+    models_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, threads: int | None = 1
+) -> pd.DataFrame:
+    """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``.
+
+    ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
+    threads are much slower).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames, knowledge, hits = [], {}, {}
+    for checkpoint in sorted(p.parent for p in Path(models_dir).glob("*/config.json")):
+        result = evaluate_checkpoint(checkpoint, data_dir)
+        frame = pd.DataFrame(result["curves"]).assign(model=checkpoint.name)
+        frames.append(frame)
+        knowledge[checkpoint.name] = result["knowledge"] | {
+            "variant": result["variant"],
+            "unit_kind": result["unit_kind"],
+            "n_utterances": result["n_utterances"],
+            "n_layers": result["n_layers"],
+        }
+        hits[checkpoint.name] = result["hits"]["transcription_span"]
+        print(f"evaluated {checkpoint.name}", flush=True)
+    curves = pd.concat(frames, ignore_index=True)
+    curves.to_csv(out / "curves.csv", index=False)
+    differences = []
+    for name, info in knowledge.items():
+        main = f"main_{info['unit_kind']}"
+        if name != main and main in hits:
+            point, low, high = peak_difference(hits[main], hits[name])
+            differences.append(
+                {"model": name, "versus": main, "peak_difference": point, "ci_low": low, "ci_high": high}
+            )
+    (out / "knowledge.json").write_text(json.dumps(knowledge, indent=2))
+    (out / "differences.json").write_text(json.dumps(differences, indent=2))
+    return curves

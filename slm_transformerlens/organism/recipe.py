@@ -1,0 +1,140 @@
+"""The organism's recipe: every size and setting of the build and training stages, and its variants.
+
+Imports nothing but the standard library, so that the training stage runs on a machine that has only
+torch / transformers / safetensors / numpy / pandas / tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HELDOUT_VOICE", "TRAIN_VOICES", "VARIANTS", "Recipe", "Variant"]
+
+#: espeak voices (language voice, variant) used for training; rate / pitch / range are drawn per utterance.
+TRAIN_VOICES: tuple[tuple[str, str], ...] = (
+    ("en-US", "m1"),
+    ("en-US", "f2"),
+    ("en-GB-scotland", "m3"),
+    ("en-029", "f1"),
+    ("en", "m2"),
+    ("en-GB-x-gbclan", "f4"),
+    ("en-US-nyc", "m4"),
+    ("en-GB-x-gbcwmd", "m5"),
+)
+#: The evaluation voice: a language voice and a variant never used in training, at fixed settings.
+HELDOUT_VOICE: tuple[str, str, int, int, int] = ("en-GB-x-rp", "m7", 165, 50, 50)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A trained model of the recipe: initialisation and the phase-2 mixture (fractions of sequences).
+
+    ``phase2=False`` is the untrained-units baseline: the phase-1 text LM with random unit rows.
+    """
+
+    name: str
+    text_init: bool = True
+    text: float = 0.0
+    interleaved: float = 0.0
+    speech: float = 0.0
+    phase2: bool = True
+    description: str = ""
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("main", True, 0.25, 0.5, 0.25, description="text-LM init + interleaved SIMS mixture"),
+        Variant("random_init", False, 0.25, 0.5, 0.25, description="random init + the same SIMS mixture"),
+        Variant("speech_only", True, 0.0, 0.0, 1.0, description="text-LM init + speech-only phase 2"),
+        Variant(
+            "no_interleave",
+            True,
+            0.5,
+            0.0,
+            0.5,
+            description="text-LM init + speech-only and text-only sequences",
+        ),
+        Variant("untrained_units", True, phase2=False, description="phase-1 text LM, random unit rows"),
+    )
+}
+
+
+@dataclass
+class Recipe:
+    """Sizes and settings of one organism build (``full`` for the shipped models, ``toy`` for tests)."""
+
+    name: str = "full"
+    seed: int = 0
+    # corpus
+    n_text_sentences: int = 30000
+    n_heldout_sentences: int = 240
+    fact_fraction: float = 0.1
+    tokenizer_vocab: int = 768
+    # speech
+    n_speech_sentences: int = 6000
+    renderings: int = 2
+    n_kmeans_fit: int = 1500
+    kmeans_units: int = 200
+    unit_kinds: tuple[str, ...] = ("kmeans", "phoneme")
+    spoken_facts: int = 1000  # facts spoken by the held-out voice (all of them in the full recipe)
+    # sequences
+    seq_len: int = 256
+    interleave_mean_span: float = 10.0
+    interleave_fraction: float = 0.3
+    # model (Llama, tied embeddings)
+    d_model: int = 128
+    n_layers: int = 8
+    n_heads: int = 4
+    d_mlp: int = 512
+    # training
+    batch_size: int = 8
+    phase1_tokens: int = 1_000_000
+    phase2_tokens: int = 2_000_000
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    shipped_units: str = "kmeans"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def preset(cls, name: str) -> Recipe:
+        """``"full"`` (shipped models) or ``"toy"`` (seconds; tests)."""
+        if name == "full":
+            return cls()
+        if name == "toy":
+            return cls(
+                name="toy",
+                n_text_sentences=400,
+                n_heldout_sentences=12,
+                tokenizer_vocab=400,
+                n_speech_sentences=60,
+                renderings=1,
+                n_kmeans_fit=30,
+                spoken_facts=16,
+                kmeans_units=16,
+                seq_len=64,
+                d_model=32,
+                n_layers=4,
+                n_heads=2,
+                d_mlp=64,
+                batch_size=4,
+                phase1_tokens=4096,
+                phase2_tokens=4096,
+                warmup_steps=2,
+            )
+        raise ValueError(f"unknown recipe {name!r}; use 'full' or 'toy'")
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Recipe:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**data)

@@ -1,0 +1,172 @@
+"""Tables and acceptance checks of the organism's evaluation (``curves.csv`` from ``evaluate_all``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["acceptance", "format_results", "layer_table", "peak_summary"]
+
+_LAYER_METRICS = (
+    "transcription_span",
+    "transcription_span_shuffled",
+    "transcription_last",
+    "transcription_last_shuffled",
+    "next_word",
+    "next_word_shuffled",
+    "mass_speech",
+    "mass_text",
+    "mass_marker",
+)
+
+
+def layer_table(curves: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per-layer rates of one model (rows: layers; columns: metrics)."""
+    c = curves[(curves["model"] == model) & (curves["layer"] >= 0)]
+    table = c.pivot_table(index="layer", columns="metric", values="rate")
+    return table[[m for m in _LAYER_METRICS if m in table.columns]]
+
+
+def _row(curves: pd.DataFrame, model: str, metric: str, layer: int | None = None) -> pd.Series:
+    c = curves[(curves["model"] == model) & (curves["metric"] == metric)]
+    if layer is None:
+        return c.sort_values("layer").loc[c.sort_values("layer")["rate"].idxmax()]
+    return c[c["layer"] == layer].iloc[0]
+
+
+def peak_summary(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per model: transcription peak (layer, rate, interval), its shuffled control at that layer, the
+    frequency prior, the next-word peak and the last layer's speech / text mass."""
+    rows = []
+    for model in sorted(curves["model"].unique()):
+        peak = _row(curves, model, "transcription_span")
+        layer = int(peak["layer"])
+        shuffled = _row(curves, model, "transcription_span_shuffled", layer)
+        nxt = _row(curves, model, "next_word")
+        last = int(curves[(curves["model"] == model) & (curves["layer"] >= 0)]["layer"].max())
+        rows.append(
+            {
+                "model": model,
+                "n_layers": last + 1,
+                "n_words": int(peak["n"]),
+                "transcription_peak_layer": layer,
+                "transcription_peak": float(peak["rate"]),
+                "transcription_ci": (float(peak["ci_low"]), float(peak["ci_high"])),
+                "shuffled_at_peak": float(shuffled["rate"]),
+                "shuffled_ci": (float(shuffled["ci_low"]), float(shuffled["ci_high"])),
+                "frequency_prior": float(_row(curves, model, "transcription_span_prior")["rate"]),
+                "transcription_last_peak": float(_row(curves, model, "transcription_last")["rate"]),
+                "next_word_peak_layer": int(nxt["layer"]),
+                "next_word_peak": float(nxt["rate"]),
+                "next_word_ci": (float(nxt["ci_low"]), float(nxt["ci_high"])),
+                "next_word_shuffled_max": float(
+                    curves[(curves["model"] == model) & (curves["metric"] == "next_word_shuffled")][
+                        "rate"
+                    ].max()
+                ),
+                "mass_speech_last": float(_row(curves, model, "mass_speech", last)["rate"]),
+                "mass_text_last": float(_row(curves, model, "mass_text", last)["rate"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def acceptance(
+    curves: pd.DataFrame, differences: list[dict] | None = None, *, main: str = "main_kmeans"
+) -> dict[str, tuple[bool, str]]:
+    """The issue's acceptance criteria for ``main`` (``{criterion: (holds, numbers)}``).
+
+    Layers are the blocks 0..n-1 (``resid_post``); the first sixth is ``l < n/6``, the last sixth
+    ``l >= n - n/6``.
+    """
+    summary = peak_summary(curves).set_index("model")
+    kind = main.split("_", 1)[1]
+    s = summary.loc[main]
+    n = int(s["n_layers"])
+    layer = int(s["transcription_peak_layer"])
+    low, high = s["transcription_ci"]
+    out: dict[str, tuple[bool, str]] = {}
+    out["middle_peak"] = (n / 6 <= layer < n - n / 6, f"peak at layer {layer} of 0..{n - 1}")
+    out["clears_shuffled"] = (
+        low > s["shuffled_ci"][1],
+        f"{s['transcription_peak']:.3f} [{low:.3f}, {high:.3f}] vs shuffled {s['shuffled_at_peak']:.3f} "
+        f"[{s['shuffled_ci'][0]:.3f}, {s['shuffled_ci'][1]:.3f}]",
+    )
+    out["clears_prior"] = (
+        low > s["frequency_prior"],
+        f"ci low {low:.3f} vs prior {s['frequency_prior']:.3f}",
+    )
+    baseline = f"untrained_units_{kind}"
+    if baseline in summary.index:
+        b = summary.loc[baseline]
+        out["clears_untrained"] = (
+            low > b["transcription_ci"][1],
+            f"ci low {low:.3f} vs untrained peak {b['transcription_peak']:.3f} (ci high {b['transcription_ci'][1]:.3f})",
+        )
+    out["next_word_later"] = (
+        int(s["next_word_peak_layer"]) > layer,
+        f"next-word peak layer {int(s['next_word_peak_layer'])} vs transcription {layer}",
+    )
+    last_layers = [ell for ell in range(n) if ell >= n - n / 6]
+    masses = curves[(curves["model"] == main) & curves["layer"].isin(last_layers)]
+    speech = masses[masses["metric"] == "mass_speech"]["rate"].to_numpy()
+    text = masses[masses["metric"] == "mass_text"]["rate"].to_numpy()
+    out["speech_mass_last_layers"] = (
+        bool((speech > text).all()),
+        f"layers {last_layers}: speech {speech.round(3).tolist()} vs text {text.round(3).tolist()}",
+    )
+    for d in differences or []:
+        if d["versus"] == main:
+            out[f"weaker_{d['model']}"] = (
+                d["ci_low"] > 0,
+                f"main - {d['model']} peak: {d['peak_difference']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]",
+            )
+    return out
+
+
+def _markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
+    """A GitHub markdown table (floats with 3 decimals) without optional dependencies."""
+    frame = frame.reset_index() if index else frame
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        if isinstance(value, tuple):
+            return "[" + ", ".join(cell(v) for v in value) + "]"
+        return str(value)
+
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def format_results(
+    curves: pd.DataFrame, differences: list[dict] | None = None, knowledge: dict[str, dict] | None = None
+) -> str:
+    """A markdown report: the peak summary, spoken knowledge against the transcription peak, every model's
+    per-layer table and the ablation differences."""
+    summary = peak_summary(curves)
+    lines = ["## Peaks (content words, top-10, text-restricted ranks)", "", _markdown(summary), ""]
+    if knowledge:
+        rows = [
+            {
+                "model": model,
+                "transcription_peak": float(peak),
+                "spoken_knowledge": knowledge[model]["speech_accuracy"],
+                "written_knowledge": knowledge[model]["text_accuracy"],
+                "n_facts": knowledge[model]["speech_n"],
+            }
+            for model, peak in zip(summary["model"], summary["transcription_peak"], strict=True)
+            if model in knowledge
+        ]
+        lines += ["## Spoken knowledge vs transcription (chance 0.5)", "", _markdown(pd.DataFrame(rows)), ""]
+    for model in summary["model"]:
+        lines += [f"### {model}", "", _markdown(layer_table(curves, model), index=True), ""]
+    if differences:
+        lines += [
+            "## Peak differences vs main (paired cluster bootstrap)",
+            "",
+            _markdown(pd.DataFrame(differences)),
+            "",
+        ]
+    return "\n".join(lines)

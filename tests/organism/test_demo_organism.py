@@ -1,0 +1,23 @@
+"""``slm-lens demo`` runs on the packaged main organism by default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slm_transformerlens.cli import main
+
+
+@pytest.mark.slow
+def test_demo_defaults_to_the_organism(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--no-png", "--quiet"]) == 0
+    assert "report:" in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "summary.csv", "peaks.csv", "organism_results.md", "organism_curves.csv"} <= names
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["layer"].nunique() == 8 and set(summary["modality"]) == {"speech", "text"}
+    assert "model organism" in (out / "report.md").read_text()
+    assert "main_kmeans" in (out / "organism_results.md").read_text()

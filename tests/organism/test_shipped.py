@@ -1,0 +1,126 @@
+"""The packaged organisms: loader parity, the shipped results reproduce, and the acceptance criteria
+of issue 10 that hold on the held-out voice and sentences (see MODEL_CARD.md for every number)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from slm_transformerlens.organism.report import acceptance
+from slm_transformerlens.organism.shipped import (
+    MAIN,
+    load_organism,
+    shipped_checkpoint,
+    shipped_models,
+    shipped_root,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_packaged_models_are_small_fp16_sims_checkpoints() -> None:
+    from safetensors import safe_open
+
+    names = shipped_models()
+    assert {
+        "main_kmeans",
+        "random_init_kmeans",
+        "speech_only_kmeans",
+        "no_interleave_kmeans",
+        "untrained_units_kmeans",
+    } <= set(names)
+    total = 0
+    for name in names:
+        path = shipped_checkpoint(name)
+        config = json.loads((path / "config.json").read_text())
+        assert config["architectures"] == ["UnitLM"] and config["tie_word_embeddings"]
+        with safe_open(str(path / "model.safetensors"), "pt") as f:
+            assert all(f.get_slice(k).get_dtype() == "F16" and k.startswith("lm.") for k in f.keys())  # noqa: SIM118
+        total += (path / "model.safetensors").stat().st_size
+    assert total < 40 * 2**20
+
+
+def test_main_organism_loads_with_hf_parity() -> None:
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = load_organism(MAIN, progress=False)
+    path = shipped_checkpoint(MAIN)
+    config = json.loads((path / "config.json").read_text())
+    hf = LlamaForCausalLM(
+        LlamaConfig(**{k: v for k, v in config["base_config"].items() if k != "model_type"})
+    )
+    state = {k.removeprefix("lm."): v.float() for k, v in load_file(path / "model.safetensors").items()}
+    hf.load_state_dict(state, strict=False)
+    hf.tie_weights()
+    vocab = model.speech_vocab
+    tokens = torch.tensor(
+        [
+            [
+                vocab.bos_token_id,
+                260,
+                300,
+                vocab.markers["speech"],
+                *range(vocab.units.start, vocab.units.start + 12),
+                vocab.markers["text"],
+                280,
+            ]
+        ]
+    )
+    with torch.no_grad():
+        expected = torch.log_softmax(hf.eval()(tokens).logits.float(), -1)
+        got = torch.log_softmax(model(tokens).float(), -1)
+    assert torch.allclose(expected, got, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, list[dict], dict]:
+    from slm_transformerlens.organism.evaluate import evaluate_all
+
+    out = tmp_path_factory.mktemp("organism_eval")
+    curves = evaluate_all(shipped_root(), shipped_root() / "eval", out)
+    differences = json.loads((out / "differences.json").read_text())
+    return curves, differences, acceptance(curves, differences, main=MAIN)
+
+
+def test_shipped_evaluation_reproduces(evaluation: tuple[pd.DataFrame, list[dict], dict]) -> None:
+    curves, _, _ = evaluation
+    shipped = pd.read_csv(shipped_root() / "evaluation" / "curves.csv")
+    merged = curves.merge(shipped, on=["model", "metric", "layer"], suffixes=("", "_shipped"))
+    assert len(merged) == len(shipped) == len(curves)
+    assert (merged["rate"] - merged["rate_shipped"]).abs().max() < 1e-6
+    assert (merged["n"] == merged["n_shipped"]).all()
+
+
+#: The issue's criteria that hold on the shipped main organism. Two do NOT hold and are not tested
+#: (MODEL_CARD.md gives their numbers): the next-word rate peaks at layer 5, before the transcription
+#: peak (layer 6); random initialisation is not significantly weaker at this budget.
+HOLDING = (
+    "middle_peak",
+    "clears_shuffled",
+    "clears_prior",
+    "clears_untrained",
+    "speech_mass_last_layers",
+    "weaker_no_interleave_kmeans",
+    "weaker_speech_only_kmeans",
+    "weaker_untrained_units_kmeans",
+)
+
+
+@pytest.mark.parametrize("criterion", HOLDING)
+def test_acceptance_criterion_holds(
+    evaluation: tuple[pd.DataFrame, list[dict], dict], criterion: str
+) -> None:
+    holds, numbers = evaluation[2][criterion]
+    assert holds, numbers
+
+
+def test_knowledge_is_reported_per_model(evaluation: tuple[pd.DataFrame, list[dict], dict]) -> None:
+    knowledge = json.loads((shipped_root() / "evaluation" / "knowledge.json").read_text())
+    assert set(knowledge) == set(shipped_models())
+    assert all(v["speech_n"] == 133 and v["text_n"] == 133 for v in knowledge.values())
+    # the text phase taught the facts: the text-initialised models know them in writing
+    assert knowledge["untrained_units_kmeans"]["text_accuracy"] > 0.8
