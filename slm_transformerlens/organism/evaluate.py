@@ -81,7 +81,7 @@ def peak_difference(
     utterances = np.union1d(hits_a["utterance"].unique(), hits_b["utterance"].unique())
     (sa, ca), (sb, cb) = matrix(hits_a, utterances), matrix(hits_b, utterances)
 
-    def peak(s: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def peak(s: np.ndarray, c: np.ndarray) -> np.ndarray | np.floating:
         return np.nanmax(s / np.maximum(c, 1e-12), axis=-1)
 
     point = float(peak(sa.sum(0), ca.sum(0)) - peak(sb.sum(0), cb.sum(0)))

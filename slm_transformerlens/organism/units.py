@@ -31,10 +31,10 @@ _SILENCE = "_"
 
 
 def _mel_filterbank(n_mels: int = 40, n_fft: int = 512) -> np.ndarray:
-    def hz_to_mel(f: np.ndarray) -> np.ndarray:
-        return 2595.0 * np.log10(1.0 + f / 700.0)
+    def hz_to_mel(f: float) -> float:
+        return float(2595.0 * np.log10(1.0 + f / 700.0))
 
-    mels = np.linspace(hz_to_mel(np.array(20.0)), hz_to_mel(np.array(SAMPLE_RATE / 2)), n_mels + 2)
+    mels = np.linspace(hz_to_mel(20.0), hz_to_mel(SAMPLE_RATE / 2), n_mels + 2)
     hz = 700.0 * (10 ** (mels / 2595.0) - 1.0)
     bins = np.floor((n_fft + 1) * hz / SAMPLE_RATE).astype(int)
     bank = np.zeros((n_mels, n_fft // 2 + 1))
