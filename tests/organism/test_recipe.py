@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from organism_helpers import assert_hf_parity
 
 from slm_transformerlens.organism.build import build_data, load_renderings
 from slm_transformerlens.organism.espeak import Voice, synthesize
@@ -57,28 +58,16 @@ def test_toy_build_writes_the_sims_layout(toy: tuple[Path, Path]) -> None:
 
 @pytest.mark.slow
 def test_toy_checkpoint_loads_with_parity(toy: tuple[Path, Path]) -> None:
-    from safetensors.torch import load_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     import slm_transformerlens as slt
 
     _, models = toy
     checkpoint = models / "main_kmeans"
     model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    vocab = model.speech_vocab
+    assert_hf_parity(
+        model, checkpoint, torch.tensor([[0, 300, vocab.markers["speech"], vocab.units.start + 3, 7]])
+    )
     config = json.loads((checkpoint / "config.json").read_text())
-    hf = LlamaForCausalLM(
-        LlamaConfig(**{k: v for k, v in config["base_config"].items() if k != "model_type"})
-    )
-    state = {k.removeprefix("lm."): v.float() for k, v in load_file(checkpoint / "model.safetensors").items()}
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
-    tokens = torch.tensor(
-        [[0, 300, model.speech_vocab.markers["speech"], model.speech_vocab.units.start + 3, 7]]
-    )
-    with torch.no_grad():
-        expected = torch.log_softmax(hf.eval()(tokens).logits.float(), -1)
-        got = torch.log_softmax(model(tokens).float(), -1)
-    assert torch.allclose(expected, got, atol=1e-4)
     assert config["organism"]["variant"] == "main" and config["organism"]["phase2_log"]
 
 

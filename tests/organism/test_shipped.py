@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from organism_helpers import assert_hf_parity
 
 from slm_transformerlens.organism.report import acceptance
 from slm_transformerlens.organism.shipped import (
@@ -44,36 +45,11 @@ def test_packaged_models_are_small_fp16_sims_checkpoints() -> None:
 
 
 def test_main_organism_loads_with_hf_parity() -> None:
-    from safetensors.torch import load_file
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     model = load_organism(MAIN, progress=False)
-    path = shipped_checkpoint(MAIN)
-    config = json.loads((path / "config.json").read_text())
-    hf = LlamaForCausalLM(
-        LlamaConfig(**{k: v for k, v in config["base_config"].items() if k != "model_type"})
-    )
-    state = {k.removeprefix("lm."): v.float() for k, v in load_file(path / "model.safetensors").items()}
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
     vocab = model.speech_vocab
-    tokens = torch.tensor(
-        [
-            [
-                vocab.bos_token_id,
-                260,
-                300,
-                vocab.markers["speech"],
-                *range(vocab.units.start, vocab.units.start + 12),
-                vocab.markers["text"],
-                280,
-            ]
-        ]
-    )
-    with torch.no_grad():
-        expected = torch.log_softmax(hf.eval()(tokens).logits.float(), -1)
-        got = torch.log_softmax(model(tokens).float(), -1)
-    assert torch.allclose(expected, got, atol=1e-4)
+    units = list(range(vocab.units.start, vocab.units.start + 12))
+    tokens = [vocab.bos_token_id, 260, 300, vocab.markers["speech"], *units, vocab.markers["text"], 280]
+    assert_hf_parity(model, shipped_checkpoint(MAIN), torch.tensor([tokens]))
 
 
 @pytest.fixture(scope="module")
