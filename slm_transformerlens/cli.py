@@ -141,6 +141,7 @@ def _knowledge(args: argparse.Namespace) -> int:
         score_tokens=args.score_tokens,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        batch_tokens=args.batch_tokens,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,16 @@ def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
 
 
+def _add_batch_tokens_option(parser: argparse.ArgumentParser, default: int | None) -> None:
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=default,
+        help="utterances grouped by length into forward passes of at most this many padded tokens"
+        + (f" (default {default})" if default else " (instead of --batch-size)"),
+    )
+
+
 def _print_result(result: Any, k: int) -> None:
     peaks = result.peaks
     shown = peaks[(peaks["k"] == k) & (peaks["view"] == "text")]
@@ -365,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(knowledge)
     _add_knowledge_options(knowledge)
+    _add_batch_tokens_option(knowledge, default=None)
     knowledge.add_argument("--out", default="out/knowledge", help="output folder (default out/knowledge)")
     knowledge.add_argument("--quiet", action="store_true", help="no progress bars")
     knowledge.set_defaults(handler=_knowledge)
