@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -48,44 +49,74 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from slm_transformerlens.apps.report import prepare_output_folder, write_lens_report
+    from functools import partial
+
+    from slm_transformerlens.apps.run import RunItem, checkpoint_fingerprint, run_analysis
     from slm_transformerlens.lens import LensError, TunedLens
     from slm_transformerlens.speech.dataset import expand_inputs
 
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
-    expand_inputs(args.audio)  # bad -k, missing inputs and an unwritable --out fail before the model loads
-    prepare_output_folder(args.out)
-    model = _load_model(args, args.path)
-    utterances = _speech_data(args, args.audio, model)
-    lens = TunedLens.load(args.tuned_lens, model) if args.tuned_lens else None
-    result = write_lens_report(
-        model,
-        utterances,
+    # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
+    items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
+    readers: dict[int, Any] = {}
+
+    def read_item(model: Any, path: Any) -> Any:
+        if id(model) not in readers:
+            readers[id(model)] = _speech_reader(args, [item.path for item in items], model)
+        return readers[id(model)](path)
+
+    settings = {
+        "checkpoint": str(args.path),
+        "checkpoint_fingerprint": checkpoint_fingerprint(args.path),
+        "tuned_lens": None if not args.tuned_lens else checkpoint_fingerprint(args.tuned_lens),
+        "dtype": args.dtype,
+        **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
+        **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
+    }
+    result = run_analysis(
+        items,
         args.out,
-        lens=lens,
-        k=args.k,
+        load_model=lambda device: _load_model(args, args.path, device=device),
+        read_item=read_item,
+        settings=settings,
+        protocol=_protocol(args, modalities=None),
+        make_lens=partial(_tuned_lens, args.tuned_lens, TunedLens),
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        part_size=args.part_size,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        on_error=args.on_error,
         charts=not args.no_charts,
         png=not args.no_png,
         title=f"Lens analysis of {args.path}",
         progress=not args.quiet,
-        protocol=_protocol(args, modalities=None),
     )
-    _print_result(result, args.k)
+    if result is not None:  # rank 0 reports
+        failed = result.files["failed_items"]
+        n_failed = max(0, len(failed.read_text(encoding="utf-8").splitlines()) - 1)
+        if n_failed:
+            print(f"{n_failed} item(s) could not be analysed; see {failed}", file=sys.stderr)
+        _print_result(result, args.k)
     return 0
 
 
-def _load_model(args: argparse.Namespace, path: str) -> Any:
+def _tuned_lens(path: str | None, loader: Any, model: Any) -> Any:
+    return loader.load(path, model) if path else None
+
+
+def _load_model(args: argparse.Namespace, path: str, device: str | None = None) -> Any:
     import slm_transformerlens as slt
 
     return slt.load(
         path,
         family=args.family,
         tokenizer=args.tokenizer,
-        device=args.device,
+        device=device or args.device,
         dtype=args.dtype,
         unit_format=args.unit_format,
-        progress=not args.quiet,
+        progress=not args.quiet and os.environ.get("RANK", "0") == "0",  # one set of bars under torchrun
     )
 
 
@@ -103,6 +134,22 @@ def _speech_data(args: argparse.Namespace, paths: Any, model: Any) -> Any:
         seed=args.seed,
         resample=not getattr(args, "no_resample", False),
         progress=not args.quiet,
+    )
+
+
+def _speech_reader(args: argparse.Namespace, paths: Any, model: Any) -> Any:
+    from slm_transformerlens.speech.dataset import speech_file_reader
+
+    return speech_file_reader(
+        paths,
+        model.speech_vocab,
+        hubert=args.hubert,
+        layer=args.hubert_layer,
+        quantizer=args.quantizer,
+        trust_pickle=args.trust_pickle,
+        plan=args.plan,
+        seed=args.seed,
+        resample=not args.no_resample,
     )
 
 
@@ -365,6 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")
+    _add_batch_tokens_option(analyze, default=4096)
+    analyze.add_argument(
+        "--part-size",
+        type=int,
+        default=64,
+        help="items per written part (default 64; a resumed run keeps its own)",
+    )
+    analyze.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
+    analyze.add_argument("--overwrite", action="store_true", help="clear the run in --out first")
+    analyze.add_argument(
+        "--on-error",
+        default="stop",
+        choices=["stop", "skip"],
+        help="a bad item stops the run (default; finished parts are kept) or is skipped; either way it is named",
+    )
     analyze.set_defaults(handler=_analyze)
 
     knowledge = commands.add_parser(
@@ -435,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SLMError, OSError) as error:
         print(f"slm-lens {args.command}: error: {cli_message(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = " (finished parts are kept: run again with --resume)" if args.command == "analyze" else ""
+        print(f"slm-lens {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
