@@ -52,6 +52,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from functools import partial
 
     from slm_transformerlens.apps.run import RunItem, checkpoint_fingerprint, run_analysis
+    from slm_transformerlens.errors import SpeechInputError
     from slm_transformerlens.lens import LensError, TunedLens
     from slm_transformerlens.speech.dataset import expand_inputs
 
@@ -59,6 +60,8 @@ def _analyze(args: argparse.Namespace) -> int:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
     # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
     items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
+    if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
+        raise SpeechInputError("WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)")
     readers: dict[int, Any] = {}
 
     def read_item(model: Any, path: Any) -> Any:
