@@ -18,9 +18,7 @@ Prints:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -29,29 +27,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-WORDS = ("red", "hood", "the", "girl", "wolf", "riding", "forest", "grandmother", "basket", "door")
-
-
-def write_unit_files(directory: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` seeded unit files of 1-6 spoken words (2 frames per unit)."""
-    rng = random.Random(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        units, durations, aligned, frame = [], [], [], 0
-        for _ in range(rng.randint(1, 6)):
-            k = rng.randint(1, 4)
-            units += [rng.randrange(0, 90) for _ in range(k)]
-            durations += [2] * k
-            aligned.append(
-                [" " + rng.choice(WORDS), round(frame * 0.04, 2), round((frame + 2 * k) * 0.04, 2)]
-            )
-            frame += 2 * k
-        path = directory / f"utt{i:04d}.json"
-        path.write_text(json.dumps({"units": units, "durations": durations, "aligned_text": aligned}))
-        paths.append(path)
-    return paths
 
 
 def build(directory: Path, model: str) -> tuple[Path, dict]:
@@ -159,6 +134,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         checkpoint, load_kwargs = build(root / "checkpoint", args.model)
+        from slm_transformerlens.builders import write_unit_files
+
         paths = write_unit_files(root / "data", args.n)
         in_process(checkpoint, load_kwargs, paths, args.batch_tokens, args.repeats)
         if args.processes:

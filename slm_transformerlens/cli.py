@@ -123,37 +123,29 @@ def _load_model(args: argparse.Namespace, path: str, device: str | None = None) 
     )
 
 
+def _speech_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The speech-reading options of the command line, as ``load_speech_dataset`` keywords."""
+    return {
+        "hubert": args.hubert,
+        "layer": args.hubert_layer,
+        "quantizer": args.quantizer,
+        "trust_pickle": args.trust_pickle,
+        "plan": args.plan,
+        "seed": args.seed,
+        "resample": not getattr(args, "no_resample", False),
+    }
+
+
 def _speech_data(args: argparse.Namespace, paths: Any, model: Any) -> Any:
     from slm_transformerlens.speech.dataset import load_speech_dataset
 
-    return load_speech_dataset(
-        paths,
-        model.speech_vocab,
-        hubert=args.hubert,
-        layer=args.hubert_layer,
-        quantizer=args.quantizer,
-        trust_pickle=args.trust_pickle,
-        plan=args.plan,
-        seed=args.seed,
-        resample=not getattr(args, "no_resample", False),
-        progress=not args.quiet,
-    )
+    return load_speech_dataset(paths, model.speech_vocab, progress=not args.quiet, **_speech_options(args))
 
 
 def _speech_reader(args: argparse.Namespace, paths: Any, model: Any) -> Any:
     from slm_transformerlens.speech.dataset import speech_file_reader
 
-    return speech_file_reader(
-        paths,
-        model.speech_vocab,
-        hubert=args.hubert,
-        layer=args.hubert_layer,
-        quantizer=args.quantizer,
-        trust_pickle=args.trust_pickle,
-        plan=args.plan,
-        seed=args.seed,
-        resample=not args.no_resample,
-    )
+    return speech_file_reader(paths, model.speech_vocab, **_speech_options(args))
 
 
 def _speech_tokenizer(args: argparse.Namespace) -> Any:
