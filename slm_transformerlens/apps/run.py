@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -225,18 +224,17 @@ def _start(
         _write_json(
             out / MANIFEST, {"format": _FORMAT, "settings": settings, "part_size": part_size, "items": listed}
         )
-    for marker in (out / PARTS).glob("end-rank*"):
-        marker.unlink()
     done = {int(record["part"]) for record in _done_log(out)}
     n_parts = -(-len(items) // part_size)
     return part_size, [p for p in range(n_parts) if p not in done]
 
 
 class _Progress:
-    """Rank 0's progress bar over the whole run: items logged by every rank (utterances/s and ETA)."""
+    """Rank 0's progress bar over the whole run: the items every rank has logged in the shared folder,
+    counted whenever rank 0 finishes a part (utterances/s and ETA of the whole run)."""
 
     def __init__(self, out: Path, total: int, enabled: bool, world_size: int) -> None:
-        self.out, self.world_size = out, world_size
+        self.out = out
         self.before = self._count()
         desc = "analyze" + (f" ({world_size} processes)" if world_size > 1 else "")
         self.bar = tqdm(total=total, desc=desc, unit="utt", disable=not enabled, dynamic_ncols=True)
@@ -247,19 +245,11 @@ class _Progress:
     def refresh(self) -> None:
         self.bar.update(max(0, self._count() - self.before - self.bar.n))
 
-    def wait_for_peers(self) -> None:
-        """Keep the bar moving until every rank has written its end marker."""
-        while len(list((self.out / PARTS).glob("end-rank*"))) < self.world_size:
-            self.refresh()
-            time.sleep(0.5)
-        self.refresh()
-
     def close(self) -> None:
         self.bar.close()
 
 
 def _analyse_part(
-    model: Any,
     part_items: Sequence[tuple[int, RunItem]],
     read_item: Callable[[Path], Any],
     table_of: Callable[[Sequence[Any]], pd.DataFrame],
@@ -325,13 +315,20 @@ def _write_part(
         os.fsync(log.fileno())
 
 
-def _merge(out: Path, n_items: int) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+def _merge(out: Path, todo: Sequence[int]) -> tuple[pd.DataFrame, list[dict[str, str]]]:
     """Every logged part's table, in item order, and every failed item.
 
     Raises:
-        RunError: an item logged twice.
+        RunError: an item logged twice, or a part of this run (``todo``) that no rank logged in ``out``
+            (on several nodes: a folder that is not shared).
     """
     records = _done_log(out)
+    missing = sorted(set(todo) - {int(r["part"]) for r in records})
+    if missing:
+        raise RunError(
+            f"parts {missing[:5]} were analysed but are not logged in {out / PARTS}: on several nodes --out "
+            "must be one folder every node writes to (a shared file system)"
+        )
     seen: set[str] = set()
     for record in records:
         ids = list(record["items"]) + [f["id"] for f in record.get("failed", [])]
@@ -468,9 +465,7 @@ def run_analysis(
         for part in mine:
             indices = range(part * size, min((part + 1) * size, len(items)))
             part_items = [(i, items[i]) for i in indices]
-            table, failed = _analyse_part(
-                model, part_items, lambda path: read_item(model, path), table_of, on_error
-            )
+            table, failed = _analyse_part(part_items, lambda path: read_item(model, path), table_of, on_error)
             bad = {f["id"] for f in failed}
             done = [item.id for _, item in part_items if item.id not in bad]
             _write_part(out, launch, part, table, done, failed)
@@ -478,19 +473,15 @@ def run_analysis(
                 bar.refresh()
     except (SLMError, OSError) as error:
         status = f"rank {launch.rank}: {error}" if launch.distributed else str(error)
-    finally:
-        (out / PARTS / f"end-rank{launch.rank}").touch()
-    if bar is not None:
-        bar.wait_for_peers()
-        bar.close()
     statuses = [s for s in _collective(launch, status, source_only=False) if s]
+    if bar is not None:
+        bar.refresh()
+        bar.close()
     if statuses:
         raise RunError(statuses[0])
     if not launch.main:
         return None
-    table, failed = _merge(out, len(items))
-    for marker in (out / PARTS).glob("end-rank*"):
-        marker.unlink()
+    table, failed = _merge(out, todo)
     if table.empty:
         raise RunError(
             "no word of the requested modalities was found in the items that could be read"
