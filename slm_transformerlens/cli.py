@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -50,62 +51,103 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from slm_transformerlens.apps.report import prepare_output_folder, write_lens_report
+    from functools import partial
+
+    from slm_transformerlens.apps.run import RunItem, checkpoint_fingerprint, run_analysis
+    from slm_transformerlens.errors import SpeechInputError
     from slm_transformerlens.lens import LensError, TunedLens
     from slm_transformerlens.speech.dataset import expand_inputs
 
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
-    expand_inputs(args.audio)  # bad -k, missing inputs and an unwritable --out fail before the model loads
-    prepare_output_folder(args.out)
-    model = _load_model(args, args.path)
-    utterances = _speech_data(args, args.audio, model)
-    lens = TunedLens.load(args.tuned_lens, model) if args.tuned_lens else None
-    result = write_lens_report(
-        model,
-        utterances,
+    # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
+    items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
+    if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
+        raise SpeechInputError("WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)")
+    readers: dict[int, Any] = {}
+
+    def read_item(model: Any, path: Any) -> Any:
+        if id(model) not in readers:
+            readers[id(model)] = _speech_reader(args, [item.path for item in items], model)
+        return readers[id(model)](path)
+
+    settings = {
+        "checkpoint": str(args.path),
+        "checkpoint_fingerprint": checkpoint_fingerprint(args.path),
+        "tuned_lens": None if not args.tuned_lens else checkpoint_fingerprint(args.tuned_lens),
+        "dtype": args.dtype,
+        **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
+        **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
+    }
+    result = run_analysis(
+        items,
         args.out,
-        lens=lens,
-        k=args.k,
+        load_model=lambda device: _load_model(args, args.path, device=device),
+        read_item=read_item,
+        settings=settings,
+        protocol=_protocol(args, modalities=None),
+        make_lens=partial(_tuned_lens, args.tuned_lens, TunedLens),
+        device=args.device,
+        batch_tokens=args.batch_tokens,
+        part_size=args.part_size,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        on_error=args.on_error,
         charts=not args.no_charts,
         png=not args.no_png,
         title=f"Lens analysis of {args.path}",
         progress=not args.quiet,
-        protocol=_protocol(args, modalities=None),
     )
-    _print_result(result, args.k)
+    if result is not None:  # rank 0 reports
+        failed = result.files["failed_items"]
+        n_failed = max(0, len(failed.read_text(encoding="utf-8").splitlines()) - 1)
+        if n_failed:
+            print(f"{n_failed} item(s) could not be analysed; see {failed}", file=sys.stderr)
+        _print_result(result, args.k)
     return 0
 
 
-def _load_model(args: argparse.Namespace, path: str) -> Any:
+def _tuned_lens(path: str | None, loader: Any, model: Any) -> Any:
+    return loader.load(path, model) if path else None
+
+
+def _load_model(args: argparse.Namespace, path: str, device: str | None = None) -> Any:
     import slm_transformerlens as slt
 
     return slt.load(
         path,
         family=args.family,
         tokenizer=args.tokenizer,
-        device=args.device,
+        device=device or args.device,
         dtype=args.dtype,
         unit_format=args.unit_format,
-        progress=not args.quiet,
+        progress=not args.quiet and os.environ.get("RANK", "0") == "0",  # one set of bars under torchrun
     )
+
+
+def _speech_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The speech-reading options of the command line, as ``load_speech_dataset`` keywords."""
+    return {
+        "hubert": args.hubert,
+        "layer": args.hubert_layer,
+        "quantizer": args.quantizer,
+        "trust_pickle": args.trust_pickle,
+        "plan": args.plan,
+        "seed": args.seed,
+        "resample": not getattr(args, "no_resample", False),
+    }
 
 
 def _speech_data(args: argparse.Namespace, paths: Any, model: Any) -> Any:
     from slm_transformerlens.speech.dataset import load_speech_dataset
 
-    return load_speech_dataset(
-        paths,
-        model.speech_vocab,
-        hubert=args.hubert,
-        layer=args.hubert_layer,
-        quantizer=args.quantizer,
-        trust_pickle=args.trust_pickle,
-        plan=args.plan,
-        seed=args.seed,
-        resample=not getattr(args, "no_resample", False),
-        progress=not args.quiet,
-    )
+    return load_speech_dataset(paths, model.speech_vocab, progress=not args.quiet, **_speech_options(args))
+
+
+def _speech_reader(args: argparse.Namespace, paths: Any, model: Any) -> Any:
+    from slm_transformerlens.speech.dataset import speech_file_reader
+
+    return speech_file_reader(paths, model.speech_vocab, **_speech_options(args))
 
 
 def _speech_tokenizer(args: argparse.Namespace) -> Any:
@@ -143,6 +185,7 @@ def _knowledge(args: argparse.Namespace) -> int:
         score_tokens=args.score_tokens,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        batch_tokens=args.batch_tokens,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,6 +311,16 @@ def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
 
 
+def _add_batch_tokens_option(parser: argparse.ArgumentParser, default: int | None) -> None:
+    parser.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=default,
+        help="utterances grouped by length into forward passes of at most this many padded tokens"
+        + (f" (default {default})" if default else " (instead of --batch-size)"),
+    )
+
+
 def _print_result(result: Any, k: int) -> None:
     peaks = result.peaks
     shown = peaks[(peaks["k"] == k) & (peaks["view"] == "text")]
@@ -362,6 +415,21 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")
+    _add_batch_tokens_option(analyze, default=4096)
+    analyze.add_argument(
+        "--part-size",
+        type=int,
+        default=64,
+        help="items per written part (default 64; a resumed run keeps its own)",
+    )
+    analyze.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
+    analyze.add_argument("--overwrite", action="store_true", help="clear the run in --out first")
+    analyze.add_argument(
+        "--on-error",
+        default="stop",
+        choices=["stop", "skip"],
+        help="a bad item stops the run (default; finished parts are kept) or is skipped; either way it is named",
+    )
     analyze.set_defaults(handler=_analyze)
 
     knowledge = commands.add_parser(
@@ -373,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(knowledge)
     _add_knowledge_options(knowledge)
+    _add_batch_tokens_option(knowledge, default=None)
     knowledge.add_argument("--out", default="out/knowledge", help="output folder (default out/knowledge)")
     knowledge.add_argument("--quiet", action="store_true", help="no progress bars")
     knowledge.set_defaults(handler=_knowledge)
@@ -435,6 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SLMError, OSError) as error:
         print(f"slm-lens {args.command}: error: {cli_message(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = " (finished parts are kept: run again with --resume)" if args.command == "analyze" else ""
+        print(f"slm-lens {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -92,9 +92,13 @@ def test_analyze_wav_and_unit_files(checkpoint_factory, demo_cache: Path, tmp_pa
     # bad input: one line naming the problem, no traceback
     lonely = tmp_path / "lonely.wav"
     shutil.copy(wavs[0], lonely)
-    assert main(["analyze", str(path), str(lonely), "--tokenizer", str(kwargs["tokenizer"])]) == 2
+    lonely_out = ["--out", str(tmp_path / "lonely-out")]
+    assert (
+        main(["analyze", str(path), str(lonely), "--tokenizer", str(kwargs["tokenizer"]), *lonely_out]) == 2
+    )
     assert "--hubert" in capsys.readouterr().err
-    argv = ["analyze", str(path), str(lonely), "--tokenizer", str(kwargs["tokenizer"])]
+    assert not (tmp_path / "lonely-out").exists()  # a missing --hubert is found before the folder is used
+    argv = ["analyze", str(path), str(lonely), "--tokenizer", str(kwargs["tokenizer"]), *lonely_out]
     argv += ["--hubert", str(assets.hubert), "--quantizer", str(assets.kmeans)]
     assert main(argv) == 2
     assert "no word alignment" in capsys.readouterr().err

@@ -158,6 +158,8 @@ def write_lens_report(
     notes: Sequence[str] = (),
     progress: bool = True,
     protocol: LensProtocol | None = None,
+    table: pd.DataFrame | None = None,
+    n_utterances: int | None = None,
 ) -> ReportFiles:
     """Transcription and next-word analysis of ``utterances``, written to ``out_dir``.
 
@@ -177,6 +179,10 @@ def write_lens_report(
         progress: show progress bars.
         protocol: the analysis settings (pooling, targets, word filter, controls, intervals); when given,
             its ``k`` and ``modalities`` replace the arguments of the same names. Stated in the report.
+        table: a transcription table computed already (e.g. merged from the parts of
+            :func:`~slm_transformerlens.apps.run.run_analysis`); then ``utterances`` only needs to hold the
+            heatmap's utterance.
+        n_utterances: the number of utterances the report states (default ``len(utterances)``).
 
     Returns:
         The tables and the paths written: ``transcription`` (parquet or csv.gz), ``summary.csv``,
@@ -191,7 +197,8 @@ def write_lens_report(
     k, modalities = protocol.k, protocol.modalities
     ks = sorted({*protocol.ks, int(k)})
     protocol = replace(protocol, ks=tuple(ks), lens=type(lens).__name__)
-    table = protocol.transcription_table(model, utterances, lens=lens, layers=layers, progress=progress)
+    if table is None:
+        table = protocol.transcription_table(model, utterances, lens=lens, layers=layers, progress=progress)
     if table.empty:
         raise LensError("no word of the requested modalities was found in the utterances: nothing to analyse")
     summary = protocol.summarize(table, by=("site", "view", "modality"))
@@ -224,6 +231,7 @@ def write_lens_report(
             notes=notes,
             k=k,
             protocol=protocol,
+            n_utterances=len(utterances) if n_utterances is None else n_utterances,
         ),
         encoding="utf-8",
     )
@@ -250,6 +258,7 @@ def _report_text(
     notes: Sequence[str],
     k: int,
     protocol: LensProtocol,
+    n_utterances: int,
 ) -> str:
     cfg = model.cfg
     vocab = model.speech_vocab
@@ -265,7 +274,7 @@ def _report_text(
         "",
         "## Data",
         "",
-        f"- {len(utterances)} utterances, {len(words)} analysed words "
+        f"- {n_utterances} utterances, {len(words)} analysed words "
         f"({', '.join(f'{n} {m}' for m, n in words['modality'].value_counts().items())})",
         "",
         *protocol.markdown(),

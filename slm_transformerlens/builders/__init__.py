@@ -26,6 +26,7 @@ from slm_transformerlens.builders.smollm2 import (
     make_smollm2_checkpoint,
     smollm2_directory,
 )
+from slm_transformerlens.builders.unit_files import write_unit_files
 
 __all__ = [
     "SAMPLE_TEXT",
@@ -42,4 +43,5 @@ __all__ = [
     "smollm2_directory",
     "tiny_base_config",
     "tiny_hubert_config",
+    "write_unit_files",
 ]

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from slm_transformerlens.checks import check_finite_logits
 from slm_transformerlens.errors import SLMError, SpeechInputError
 from slm_transformerlens.knowledge.data import KnowledgeItem
+from slm_transformerlens.lens.batching import length_batches
 from slm_transformerlens.speech.inputs import Speech, Text
 
 __all__ = [
@@ -86,6 +87,7 @@ def sequence_log_likelihoods(
     allowed: Bool[Tensor, " vocab"] | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    batch_tokens: int | None = None,
 ) -> tuple[Float[Tensor, " n"], Int[Tensor, " n"]]:
     """Summed log-likelihood of the scored tokens of each sequence, and how many were scored.
 
@@ -97,6 +99,8 @@ def sequence_log_likelihoods(
         allowed: restrict every softmax to these ids (slamkit's ignored-token masking); ``None`` = all.
         batch_size: sequences per forward pass (sorted by length to limit padding).
         progress: show a progress bar.
+        batch_tokens: instead of ``batch_size``, group sequences by length into batches of at most
+            ``batch_tokens`` padded tokens (:func:`~slm_transformerlens.lens.batching.length_batches`).
 
     Returns:
         ``(sum_log_likelihood [n] float64, n_scored [n] int64)``.
@@ -107,8 +111,11 @@ def sequence_log_likelihoods(
     pad_id = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
     sums = torch.zeros(len(sequences), dtype=torch.float64)
     counts = torch.zeros(len(sequences), dtype=torch.long)
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), max(1, batch_size))]
+    if batch_tokens is not None:
+        batches = length_batches([len(s) for s in sequences], batch_tokens)
+    else:
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        batches = [order[i : i + batch_size] for i in range(0, len(order), max(1, batch_size))]
     mask_allowed = None if allowed is None else allowed.to(device)
     for batch in tqdm(batches, desc="knowledge", disable=not progress, unit="batch"):
         width = max(len(sequences[i]) for i in batch)
@@ -222,6 +229,7 @@ def knowledge_table(
     score_tokens: str = "continuation",
     batch_size: int = 8,
     progress: bool = True,
+    batch_tokens: int | None = None,
 ) -> pd.DataFrame:
     """Log-likelihood of the correct and the counterfactual completion of every item.
 
@@ -236,6 +244,7 @@ def knowledge_table(
         score_tokens: ``"continuation"`` (default) or ``"sequence"`` (see the module docstring).
         batch_size: sequences per forward pass.
         progress: show progress bars.
+        batch_tokens: group sequences by length under this token budget instead of ``batch_size``.
 
     Returns:
         One row per item: ``item_id, category, mode, ll_correct, ll_counterfactual`` (summed
@@ -263,7 +272,13 @@ def knowledge_table(
             masks.append(mask)
     allowed = None if token_modality == "all" else model.speech_vocab.group_mask(token_modality)
     sums, counts = sequence_log_likelihoods(
-        model, sequences, masks, allowed=allowed, batch_size=batch_size, progress=progress
+        model,
+        sequences,
+        masks,
+        allowed=allowed,
+        batch_size=batch_size,
+        progress=progress,
+        batch_tokens=batch_tokens,
     )
     ll = sums.numpy().reshape(-1, 2)
     n = counts.numpy().reshape(-1, 2)

@@ -17,6 +17,7 @@ from slm_transformerlens.lens.base import (
     resolve_layers,
     stream_index,
 )
+from slm_transformerlens.lens.batching import length_batches, pad_batches
 from slm_transformerlens.lens.controls import (
     DEFAULT_STOP_WORDS,
     WordFilter,
@@ -84,7 +85,9 @@ __all__ = [
     "frequency_prior_hits",
     "frozen",
     "hook_name",
+    "length_batches",
     "lens_table",
+    "pad_batches",
     "peak_layers",
     "plan_readouts",
     "read_many",

@@ -11,7 +11,7 @@ Wilson confidence intervals, cluster-bootstrap intervals and the chance controls
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from statistics import NormalDist
 from typing import Any
 
@@ -22,13 +22,14 @@ from tqdm.auto import tqdm
 
 from slm_transformerlens.lens.analysis import encoded_inputs, read_plan
 from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
+from slm_transformerlens.lens.batching import length_batches, pad_batches
 from slm_transformerlens.lens.controls import WordFilter, chance_controls, cluster_intervals
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.positions import plan_readouts
 from slm_transformerlens.lens.readout import TokenNamer, check_readout_args, target_tensor, vocab_views
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
 from slm_transformerlens.protocols import SpeechLM
-from slm_transformerlens.spans import WordSpans
+from slm_transformerlens.spans import EncodedBatch, WordSpans
 
 __all__ = [
     "peak_layers",
@@ -56,6 +57,44 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
+def _read_batched(
+    model: SpeechLM,
+    dataset: Iterable[Any],
+    read_batch: Callable[[EncodedBatch], pd.DataFrame | None],
+    batch_tokens: int,
+    bar: Any,
+) -> list[pd.DataFrame]:
+    """Every item encoded, grouped by length, read in padded batches; rows renumbered and put back in
+    item order (as one item at a time would give them)."""
+    encoded = [encoded_inputs(model, item) for item in dataset]
+    offsets = np.cumsum([0, *(int(b.tokens.shape[0]) for b in encoded)])
+    pad_id = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
+    frames: list[pd.DataFrame] = []
+    for group in length_batches([int(b.tokens.shape[-1]) for b in encoded], batch_tokens):
+        items = [encoded[i] for i in group]
+        if any(b.spans is None for b in items):
+            raise LensError(
+                "every dataset item needs word spans (a word-span table) for the transcription metrics"
+            )
+        joined, source = pad_batches(items, pad_id)
+        frame = read_batch(joined)
+        bar.update(len(group))
+        if frame is None:
+            continue
+        first_row = {s: r for r, s in reversed(list(enumerate(source)))}
+        rows = frame["batch"].to_numpy()
+        item_of_row = np.asarray([group[s] for s in source], dtype=np.int64)
+        within = rows - np.asarray([first_row[s] for s in source], dtype=np.int64)[rows]
+        frame["batch"] = within
+        frame["utterance"] = offsets[item_of_row[rows]] + within
+        frame.insert(0, "_item", item_of_row[rows])
+        frames.append(frame)
+    if not frames:
+        return []
+    merged = pd.concat(frames, ignore_index=True).sort_values("_item", kind="stable")
+    return [merged.drop(columns="_item").reset_index(drop=True)]
+
+
 def transcription_table(
     model: SpeechLM,
     dataset: Iterable[Any],
@@ -73,6 +112,7 @@ def transcription_table(
     token_strings: bool = True,
     progress: bool = True,
     total: int | None = None,
+    batch_tokens: int | None = None,
 ) -> pd.DataFrame:
     """Current-word (transcription) and next-word ranks per word and layer over a dataset.
 
@@ -95,6 +135,11 @@ def transcription_table(
         token_strings: add readable ``top_tokens``.
         progress: show a tqdm progress bar.
         total: the dataset length for the progress bar when it has no ``len``.
+        batch_tokens: run several items per forward pass: items are grouped by length into batches of
+            at most ``batch_tokens`` padded tokens (:func:`~slm_transformerlens.lens.batching.length_batches`),
+            right-padded with an attention mask. The table is the same as one item at a time (same rows,
+            same order; ranks equal, probabilities within float rounding). ``None`` (default): one item
+            per forward pass.
 
     Returns:
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,
@@ -117,10 +162,9 @@ def transcription_table(
     device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
     if total is None and hasattr(dataset, "__len__"):
         total = len(dataset)  # type: ignore[arg-type]
-    frames: list[pd.DataFrame] = []
-    utterance_offset = 0
-    for item in tqdm(dataset, total=total, desc="lens: transcription", disable=not progress, unit="utt"):
-        batch = encoded_inputs(model, item)
+
+    def read_batch(batch: EncodedBatch) -> pd.DataFrame | None:
+        """The rows of one encoded batch (``utterance`` = its batch row), or ``None`` without words."""
         if batch.spans is None:
             raise LensError(
                 "every dataset item needs word spans (a word-span table) for the transcription metrics"
@@ -131,49 +175,63 @@ def transcription_table(
         plan = plan_readouts(
             tokens, spans, mode=positions, modalities=modalities, attention_mask=batch.attention_mask
         )
-        if plan.n_rows:
-            key = spans.set_index(["utterance", "word_index"])["next_word"]
-            next_words = [
-                _text_or_none(key.get((int(b), int(w))))
-                for b, w in zip(plan.rows["batch"], plan.rows["word_index"], strict=True)
-            ]
-            current = [resolver(str(w)) for w in plan.rows["word"]]
-            following = [None if w is None else resolver(w) for w in next_words]
-            targets = {
-                "current": target_tensor([list(t.ids) for t in current], plan.n_rows),
-                "next": target_tensor([[] if t is None else list(t.ids) for t in following], plan.n_rows),
-            }
-            rows = plan.rows.copy()
-            rows.insert(0, "utterance", rows["batch"] + utterance_offset)
-            rows["target_id"] = pd.array([t.first_id for t in current], dtype="Int64")
-            rows["target_token"] = pd.array(
-                [None if t.first_id is None or namer is None else namer(t.first_id) for t in current],
-                dtype="string",
-            )
-            rows["next_word"] = pd.array(next_words, dtype="string")
-            rows["next_target_id"] = pd.array(
-                [None if t is None else t.first_id for t in following], dtype="Int64"
-            )
-            rows["target_ids"] = [list(t.ids) for t in current]
-            rows["next_target_ids"] = [[] if t is None else list(t.ids) for t in following]
-            frames.append(
-                read_plan(
-                    model,
-                    lens,
-                    tokens,
-                    plan,
-                    rows,
-                    layers=layer_list,
-                    sites=sites,
-                    views=view_masks,
-                    targets=targets,
-                    top_k=top_k,
-                    chunk_size=chunk_size,
-                    namer=namer,
-                    attention_mask=batch.attention_mask,
-                )
-            )
-        utterance_offset += int(tokens.shape[0])
+        if not plan.n_rows:
+            return None
+        key = spans.set_index(["utterance", "word_index"])["next_word"]
+        next_words = [
+            _text_or_none(key.get((int(b), int(w))))
+            for b, w in zip(plan.rows["batch"], plan.rows["word_index"], strict=True)
+        ]
+        current = [resolver(str(w)) for w in plan.rows["word"]]
+        following = [None if w is None else resolver(w) for w in next_words]
+        targets = {
+            "current": target_tensor([list(t.ids) for t in current], plan.n_rows),
+            "next": target_tensor([[] if t is None else list(t.ids) for t in following], plan.n_rows),
+        }
+        rows = plan.rows.copy()
+        rows.insert(0, "utterance", rows["batch"])
+        rows["target_id"] = pd.array([t.first_id for t in current], dtype="Int64")
+        rows["target_token"] = pd.array(
+            [None if t.first_id is None or namer is None else namer(t.first_id) for t in current],
+            dtype="string",
+        )
+        rows["next_word"] = pd.array(next_words, dtype="string")
+        rows["next_target_id"] = pd.array(
+            [None if t is None else t.first_id for t in following], dtype="Int64"
+        )
+        rows["target_ids"] = [list(t.ids) for t in current]
+        rows["next_target_ids"] = [[] if t is None else list(t.ids) for t in following]
+        return read_plan(
+            model,
+            lens,
+            tokens,
+            plan,
+            rows,
+            layers=layer_list,
+            sites=sites,
+            views=view_masks,
+            targets=targets,
+            top_k=top_k,
+            chunk_size=chunk_size,
+            namer=namer,
+            attention_mask=batch.attention_mask,
+        )
+
+    frames: list[pd.DataFrame] = []
+    bar = tqdm(total=total, desc="lens: transcription", disable=not progress, unit="utt")
+    if batch_tokens is None:
+        utterance_offset = 0
+        for item in dataset:
+            batch = encoded_inputs(model, item)
+            frame = read_batch(batch)
+            if frame is not None:
+                frame["utterance"] += utterance_offset
+                frames.append(frame)
+            utterance_offset += int(batch.tokens.shape[0])
+            bar.update(1)
+    else:
+        frames = _read_batched(model, dataset, read_batch, batch_tokens, bar)
+    bar.close()
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True)

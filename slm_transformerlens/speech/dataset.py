@@ -12,7 +12,7 @@ A directory stands for the inputs directly inside it (not in sub-folders), in na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,15 @@ from slm_transformerlens.speech.tokenizer import SpeechTokenizer
 from slm_transformerlens.speech.units import FRAME_DURATION_25HZ
 from slm_transformerlens.vocab import SpeechVocab
 
-__all__ = ["PLANS", "alignment_for", "expand_inputs", "load_speech_dataset", "read_unit_file", "resolve_plan"]
+__all__ = [
+    "PLANS",
+    "alignment_for",
+    "expand_inputs",
+    "load_speech_dataset",
+    "read_unit_file",
+    "resolve_plan",
+    "speech_file_reader",
+]
 
 #: The interleaving plans ``slm-lens analyze --plan`` accepts.
 PLANS = ("speech", "text", "alternate", "poisson")
@@ -117,6 +125,60 @@ def resolve_plan(name: str, n_words: int) -> Any:
     return [i % 2 == 1 for i in range(n_words)] if name == "alternate" else name
 
 
+def speech_file_reader(
+    paths: Sequence[str | Path],
+    vocab: SpeechVocab,
+    *,
+    hubert: str | Path | None = None,
+    layer: int = 11,
+    quantizer: str | Path | None = None,
+    trust_pickle: bool = False,
+    plan: str = "speech",
+    seed: int = 0,
+    resample: bool = True,
+) -> Callable[[Path], list[Any]]:
+    """A function reading one input file (``.wav`` + alignment, or ``.json`` unit file) into an interleaved
+    utterance; the speech tokenizer is built once, only when ``paths`` hold a WAV (arguments as
+    :func:`load_speech_dataset`).
+
+    Raises:
+        SpeechInputError: WAV input without HuBERT / quantizer, or a quantizer with more units than the model
+            (at once); a bad file (when it is read).
+    """
+    tokenizer = None
+    if any(Path(p).suffix.lower() == ".wav" for p in paths):
+        if hubert is None or quantizer is None:
+            raise SpeechInputError(
+                "WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)"
+            )
+        tokenizer = SpeechTokenizer(
+            HubertFeatureExtractor(hubert, layer=layer), load_quantizer(quantizer, trust_pickle=trust_pickle)
+        )
+        if tokenizer.n_units > vocab.n_units:
+            raise SpeechInputError(
+                f"the quantizer has {tokenizer.n_units} units but the model only {vocab.n_units} unit tokens"
+            )
+
+    def read(path: Path) -> list[Any]:
+        path = Path(path)
+        if path.suffix.lower() == ".wav":
+            if tokenizer is None:
+                raise SpeechInputError(f"{path}: WAV input needs --hubert DIR and --quantizer FILE")
+            audio, rate = read_wav(path)
+            speech = tokenizer(audio, rate, words=read_alignment(alignment_for(path)), resample=resample)
+        elif path.suffix.lower() == ".json":
+            speech = read_unit_file(path)
+        else:
+            raise SpeechInputError(f"{path}: expected a .wav audio file or a .json unit file")
+        if max(speech.units) >= vocab.n_units:
+            raise SpeechInputError(
+                f"{path}: unit {max(speech.units)} is out of range; the model has {vocab.n_units} units"
+            )
+        return interleave(speech, resolve_plan(plan, len(speech.words or ())), seed=seed)
+
+    return read
+
+
 def load_speech_dataset(
     paths: Sequence[str | Path],
     vocab: SpeechVocab,
@@ -145,32 +207,15 @@ def load_speech_dataset(
         SpeechInputError: a missing file, alignment, HuBERT or quantizer, or units outside the model's range.
     """
     paths = expand_inputs(paths)
-    tokenizer = None
-    if any(p.suffix.lower() == ".wav" for p in paths):
-        if hubert is None or quantizer is None:
-            raise SpeechInputError(
-                "WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)"
-            )
-        tokenizer = SpeechTokenizer(
-            HubertFeatureExtractor(hubert, layer=layer), load_quantizer(quantizer, trust_pickle=trust_pickle)
-        )
-        if tokenizer.n_units > vocab.n_units:
-            raise SpeechInputError(
-                f"the quantizer has {tokenizer.n_units} units but the model only {vocab.n_units} unit tokens"
-            )
-    utterances = []
-    for path in tqdm(paths, desc="speech", disable=not progress, unit="file"):
-        if path.suffix.lower() == ".wav":
-            assert tokenizer is not None
-            audio, rate = read_wav(path)
-            speech = tokenizer(audio, rate, words=read_alignment(alignment_for(path)), resample=resample)
-        elif path.suffix.lower() == ".json":
-            speech = read_unit_file(path)
-        else:
-            raise SpeechInputError(f"{path}: expected a .wav audio file or a .json unit file")
-        if max(speech.units) >= vocab.n_units:
-            raise SpeechInputError(
-                f"{path}: unit {max(speech.units)} is out of range; the model has {vocab.n_units} units"
-            )
-        utterances.append(interleave(speech, resolve_plan(plan, len(speech.words or ())), seed=seed))
-    return utterances
+    read = speech_file_reader(
+        paths,
+        vocab,
+        hubert=hubert,
+        layer=layer,
+        quantizer=quantizer,
+        trust_pickle=trust_pickle,
+        plan=plan,
+        seed=seed,
+        resample=resample,
+    )
+    return [read(path) for path in tqdm(paths, desc="speech", disable=not progress, unit="file")]
