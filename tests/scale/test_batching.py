@@ -56,7 +56,7 @@ def assert_same_table(one: pd.DataFrame, batched: pd.DataFrame) -> None:
     np.testing.assert_allclose(np.stack(one["top_probs"]), np.stack(batched["top_probs"]), atol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["last", "mean", "first"])
+@pytest.mark.parametrize("positions", ["last", "mean", "first", "max", "any"])
 def test_batched_table_equals_one_at_a_time(spiritlm_model, tmp_path, positions: str) -> None:
     utterances = speech_utterances(spiritlm_model, write_unit_files(tmp_path, 10, seed=2, max_words=8))
     encoded = [spiritlm_model.encode(u) for u in utterances]
