@@ -112,7 +112,7 @@ def read_plan(
     views: Mapping[str, Tensor | None],
     targets: Mapping[str, Tensor],
     top_k: int,
-    chunk_size: int,
+    chunk_size: int | None,
     namer: TokenNamer | None,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
 ) -> pd.DataFrame:
@@ -162,7 +162,7 @@ def lens_table(
     views: Sequence[str] | Mapping[str, Tensor | None] = ("full", "text", "speech"),
     top_k: int = 10,
     targets: Mapping[str, Any] | None = None,
-    chunk_size: int = 128,
+    chunk_size: int | None = None,
     token_strings: bool = True,
     plan: ReadoutPlan | None = None,
 ) -> pd.DataFrame:
@@ -185,7 +185,7 @@ def lens_table(
         targets: ``{name: ids}``; an int / list is shared by all rows, a list of lists or ``[rows, m]``
             tensor is per row (-1 pads). Adds ``rank_{name}`` (0 = top; ``<NA>`` when no target id is in
             the view) and ``prob_{name}`` (summed over the set) columns.
-        chunk_size: rows per unembedding matmul.
+        chunk_size: rows per unembedding matmul (``None``: 128 on the CPU, larger on a GPU).
         token_strings: add ``top_tokens`` (readable strings; units as ``<Un17>``) and ``top_token``.
         plan: a ready :class:`ReadoutPlan` (overrides ``positions`` / ``modalities``).
 

@@ -108,7 +108,7 @@ def transcription_table(
     target_config: TargetConfig | None = None,
     ks: Sequence[int] = (1, 5, 10),
     top_k: int | None = None,
-    chunk_size: int = 128,
+    chunk_size: int | None = None,
     token_strings: bool = True,
     progress: bool = True,
     total: int | None = None,
@@ -131,7 +131,7 @@ def transcription_table(
         ks: the top-k hit columns to add (``hit{k}`` / ``next_hit{k}``).
         top_k: top tokens stored per row (strings in ``top_tokens``); default ``max(5, max(ks))``, which
             the shuffled-target control of :func:`summarize_transcription` needs.
-        chunk_size: rows per unembedding matmul.
+        chunk_size: rows per unembedding matmul (``None``: 128 on the CPU, larger on a GPU).
         token_strings: add readable ``top_tokens``.
         progress: show a tqdm progress bar.
         total: the dataset length for the progress bar when it has no ``len``.
