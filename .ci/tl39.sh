@@ -64,4 +64,4 @@ PY
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 cd "$ROOT"
 python -m pytest tests/legacy tests/checkpoints tests/interop/test_saelens.py \
-    tests/interop/test_tuned_lens_package.py tests/interop/test_cache_maths.py -q "$@"
+    tests/interop/test_tuned_lens_package.py tests/interop/test_cache_maths.py -q --durations=10 "$@"
