@@ -137,6 +137,11 @@ def shuffled_target_hits(
     Every word (``utterance, word_index``) gets one partner word (:func:`shuffled_partners`); each of the
     word's rows (every layer, site, view) is scored against the partner's ``target_ids``
     (``next_target_ids`` for ``metric="next_word"``): a hit when one of them is in the row's top-k.
+
+    Rows read with ``positions="any"`` get NaN: their stored top-k is the span's LAST position, while
+    their rank is the best over every position, so a control from that top-k would sit below the true
+    chance level of an any-position hit (which needs each position's top-k). Use ``positions="max"``
+    (ranks and top-k both from the pooled logits) when the shuffled control matters.
     """
     ids_column, rank_column = _columns(table, metric)
     key = _word_key(table)
@@ -148,6 +153,8 @@ def shuffled_target_hits(
     }
     sets = [partner_ids[tuple(int(v) for v in row)] for row in table[key].itertuples(index=False)]
     valid = table[rank_column].notna().to_numpy()
+    if "positions" in table.columns:
+        valid = valid & (table["positions"] != "any").to_numpy()
     out = {}
     for k in ks:
         hits = _hits_in_top(table["top_ids"], sets, int(k))

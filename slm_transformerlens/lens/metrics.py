@@ -262,6 +262,7 @@ def transcription_table(
         "next_prob",
         *[f"next_hit{k}" for k in ks],
     ]
+    df["positions"] = positions  # the read-out mode; the shuffled control depends on it
     return df[first + [c for c in df.columns if c not in first]]
 
 
