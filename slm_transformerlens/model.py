@@ -33,6 +33,7 @@ __all__ = [
     "load",
     "prepare_tokenizer",
     "read_from_disk",
+    "speech_forward_args",
 ]
 
 
@@ -83,10 +84,7 @@ class HookedSLM(TransformerBridge):
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:
         """TransformerBridge's forward, also accepting ``Speech`` / ``Text`` inputs."""
         if _is_speech_input(input):
-            encoded = self.encode(input)
-            input = encoded.tokens.to(self.cfg.device)
-            if kwargs.get("attention_mask") is None and bool((encoded.attention_mask == 0).any()):
-                kwargs["attention_mask"] = encoded.attention_mask.to(self.cfg.device)
+            input, kwargs = speech_forward_args(self, input, kwargs)
         elif isinstance(input, Tensor) and not input.is_floating_point() and input.numel():
             self._check_token_range(input)
         return super().forward(input, *args, **kwargs)
@@ -178,6 +176,17 @@ class HookedSLM(TransformerBridge):
             f"n_layers={self.cfg.n_layers}, d_model={self.cfg.d_model}, d_vocab={self.cfg.d_vocab}, "
             f"n_units={self.speech_vocab.n_units})"
         )
+
+
+def speech_forward_args(model: Any, input: Any, kwargs: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+    """The token tensor of ``Speech`` / ``Text`` input on the model's device, and ``kwargs`` with the
+    padding mask added when the batch is padded and the caller passed none (shared by every model class
+    that accepts speech inputs in ``forward``)."""
+    encoded = model.encode(input)
+    kwargs = dict(kwargs)
+    if kwargs.get("attention_mask") is None and bool((encoded.attention_mask == 0).any()):
+        kwargs["attention_mask"] = encoded.attention_mask.to(model.cfg.device)
+    return encoded.tokens.to(model.cfg.device), kwargs
 
 
 def _is_speech_input(value: Any) -> bool:

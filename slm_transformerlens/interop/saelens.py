@@ -34,9 +34,9 @@ _STRUCTURAL = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id")
 
 
 def _is_speech(value: Any) -> bool:
-    from slm_transformerlens.model import _is_speech_input
+    from slm_transformerlens.speech.interleave import is_speech_input
 
-    return _is_speech_input(value)
+    return is_speech_input(value)
 
 
 class SpeechInputsMixin:
@@ -80,10 +80,9 @@ class SpeechInputsMixin:
     def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:
         """HookedTransformer's ``forward``, also for ``Speech`` / ``Text`` inputs."""
         if _is_speech(input):
-            encoded = self.encode(input)
-            input = encoded.tokens.to(self.cfg.device)
-            if kwargs.get("attention_mask") is None and bool((encoded.attention_mask == 0).any()):
-                kwargs["attention_mask"] = encoded.attention_mask.to(self.cfg.device)
+            from slm_transformerlens.model import speech_forward_args
+
+            input, kwargs = speech_forward_args(self, input, kwargs)
         return super().forward(input, *args, **kwargs)  # type: ignore[misc]
 
 
