@@ -360,13 +360,27 @@ def _collective(launch: Launch, value: Any, *, source_only: bool) -> list[Any]:
     return gathered
 
 
-def _init_distributed(launch: Launch, device: str | None) -> str | None:
-    """``torch.distributed`` for several processes (NCCL on CUDA, else gloo); this rank's device."""
+def _init_distributed(launch: Launch, device: str | None, split: bool = False) -> str | None:
+    """``torch.distributed`` for several processes (NCCL on CUDA, else gloo); this rank's device.
+
+    A model split over devices (``split``: its loader's ``device_map``) takes the machine's devices itself:
+    one process per machine, no device is pinned, and the ranks talk over gloo."""
     if not launch.distributed:
         return device
     import torch
     import torch.distributed as dist
 
+    if split:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if local > 1:
+            raise RunError(
+                f"--device-map splits one model over this machine's devices, and torchrun started {local} "
+                "processes on it (each would load the whole model): launch one process per machine "
+                "(torchrun --nproc-per-node 1), or drop --device-map to run one model per GPU"
+            )
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+        return device
     cuda = (device is None or str(device).startswith("cuda")) and torch.cuda.is_available()
     if cuda:
         device = f"cuda:{launch.local_rank}"
@@ -386,6 +400,7 @@ def run_analysis(
     protocol: LensProtocol,
     make_lens: Callable[[Any], Lens | None] = lambda model: None,
     device: str | None = None,
+    split: bool = False,
     batch_tokens: int = 4096,
     part_size: int = 64,
     resume: bool = False,
@@ -409,6 +424,8 @@ def run_analysis(
         protocol: the analysis settings (:class:`~slm_transformerlens.lens.LensProtocol`).
         make_lens: ``model -> lens`` (``None``: the logit lens).
         device: the model's device (under ``torchrun`` with CUDA: ``cuda:LOCAL_RANK``).
+        split: ``load_model`` splits the model over this machine's devices (a ``device_map``): no device is
+            pinned per rank, and ``torchrun`` must start one process per machine.
         batch_tokens: token budget of a forward pass (:func:`~slm_transformerlens.lens.transcription_table`).
         part_size: items per part (a new run; a resumed run keeps its manifest's).
         resume: skip the finished parts of the run in ``out_dir`` (same settings required).
@@ -432,7 +449,7 @@ def run_analysis(
     if part_size < 1:
         raise RunError(f"part_size={part_size}: a part needs at least one item")
     launch = launch or launch_from_environment()
-    device = _init_distributed(launch, device)
+    device = _init_distributed(launch, device, split)
     out = Path(out_dir)
     settings = _plain({**settings, "protocol": protocol})
     plan: dict[str, Any] = {}
