@@ -40,7 +40,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import slm_transformerlens as slt  # noqa: E402
-from slm_transformerlens.builders import make_sims_checkpoint, make_text_tokenizer, write_unit_files  # noqa: E402
+from slm_transformerlens.builders import (  # noqa: E402
+    make_sims_checkpoint,
+    make_text_tokenizer,
+    reference_hf_model,
+    write_unit_files,
+)
 from slm_transformerlens.lens import LogitLens, transcription_table  # noqa: E402
 from slm_transformerlens.speech.dataset import load_speech_dataset  # noqa: E402
 
@@ -65,25 +70,6 @@ def split_map(first: str, second: str) -> dict[str, str]:
     return placement
 
 
-def reference_hf(path: Path, device: str) -> torch.nn.Module:
-    """The same weights through plain Hugging Face code (no bridge, no split)."""
-    import json
-
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = json.loads((path / "config.json").read_text())
-    base = dict(config["base_config"])
-    hf_config = AutoConfig.for_model(base.pop("model_type"), **base)
-    hf_config.tie_word_embeddings = config["tie_word_embeddings"]
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32, attn_implementation="eager")
-    state = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        state.update({k.removeprefix("lm."): v for k, v in load_file(str(shard)).items()})
-    model.load_state_dict(state, strict=True)
-    return model.eval().to(device)
-
-
 def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.detach().float().cpu() - b.detach().float().cpu()).abs().max())
 
@@ -101,12 +87,12 @@ def check_split(path: Path, first: str, second: str, single: slt.HookedSLM, utte
         str(model.cfg.device) == str(torch.device(first)),
     )
 
-    reference = reference_hf(path, first)
+    reference = reference_hf_model(path).to(first)
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.speech_vocab.vocab_size, (3, 48), generator=generator)
     with torch.no_grad():
         expected_lp = reference(tokens.to(first)).logits.log_softmax(-1)
-        logits, cache = model.run_with_cache(tokens)
+        logits, cache = model.run_with_cache(tokens.to(model.cfg.device))
     got_lp = logits.log_softmax(-1)
     diff = max_difference(got_lp, expected_lp)
     report(f"{label} log-probs equal Hugging Face's (fp32)", diff <= TOLERANCE, f"max |diff| {diff:.2e}")
@@ -138,8 +124,8 @@ def check_split(path: Path, first: str, second: str, single: slt.HookedSLM, utte
 
     name = f"blocks.{last}.hook_resid_mid"
     with torch.no_grad():
-        split_hooked = model.run_with_hooks(tokens, fwd_hooks=[(name, ablate)])
-        single_hooked = single.run_with_hooks(tokens, fwd_hooks=[(name, ablate)])
+        split_hooked = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(name, ablate)])
+        single_hooked = single.run_with_hooks(tokens.to(single.cfg.device), fwd_hooks=[(name, ablate)])
     diff = max_difference(split_hooked.log_softmax(-1), single_hooked.log_softmax(-1))
     report(
         f"{label} a hook on the second device edits the run as on one device",

@@ -27,6 +27,7 @@ __all__ = [
     "make_spiritlm_checkpoint",
     "make_spiritlm_tokenizer",
     "make_text_tokenizer",
+    "reference_hf_model",
     "save_safetensors",
     "sims_unit_tokens",
     "tiny_base_config",
@@ -246,6 +247,35 @@ def make_sims_checkpoint(
     }
     (directory / "config.json").write_text(json.dumps(unit_lm_config, indent=2))
     return directory
+
+
+def reference_hf_model(path: str | Path) -> nn.Module:
+    """A checkpoint written by these builders, loaded with plain Hugging Face code (float32, eager, CPU),
+    independently of the package's loader: the reference of the parity checks."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != "speech_language_model":
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+    base = dict(config["base_config"])
+    hf_config = AutoConfig.for_model(base.pop("model_type"), **base)
+    hf_config.tie_word_embeddings = config["tie_word_embeddings"]
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32, attn_implementation="eager")
+    state = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update({k.removeprefix("lm."): v for k, v in load_file(str(shard)).items()})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or not set(missing) <= {"lm_head.weight"}:
+        raise MissingCheckpointFileError(
+            f"{path}: weights missing {missing[:3]} or unexpected {unexpected[:3]}"
+        )
+    if config["tie_word_embeddings"]:
+        model.tie_weights()
+    return model.eval()
 
 
 def make_spiritlm_tokenizer(
