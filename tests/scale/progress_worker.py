@@ -1,8 +1,8 @@
 """One ``torchrun`` rank of the progress-bar test: ``run_analysis`` with read gates that order the ranks.
 
-Rank 0 holds its first item until rank 1 has logged a part (then waits a few polls): its bar must show
+Rank 0 holds its first item until rank 1 has logged a part (then four polls more): its bar must show
 rank 1's items before its own first part is done. Rank 1 holds its second-to-last part until rank 0 has
-logged all of its parts, and its last part a few polls more: rank 0's bar must move while it waits.
+logged all of its parts, and its last part four polls more: rank 0's bar must move while it waits.
 Rank 0 writes every ``on_progress`` call and its release time to ``RECORD`` (JSON).
 
     python -m torch.distributed.run --nproc-per-node 2 -m tests.scale.progress_worker CKPT DATA OUT RECORD
@@ -46,7 +46,7 @@ def main(checkpoint: str, data: str, out_dir: str, record_path: str) -> None:
     calls: list[list[float]] = []
     released: dict[str, float] = {}
     readers: dict[int, object] = {}
-    pause = 3 * run._POLL_SECONDS
+    pause = 4 * run._POLL_SECONDS
 
     def read_item(model, path: Path):
         part = index[path] // PART_SIZE
