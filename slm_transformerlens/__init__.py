@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from slm_transformerlens.errors import (
     CheckpointError,
+    DevicePlacementError,
     MissingCheckpointFileError,
     SLMError,
     SpeechInputError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
+    "DevicePlacementError",
     "HookedSLM",
     "MissingCheckpointFileError",
     "SLMError",

@@ -88,6 +88,7 @@ def _analyze(args: argparse.Namespace) -> int:
         protocol=_protocol(args, modalities=None),
         make_lens=partial(_tuned_lens, args.tuned_lens, TunedLens),
         device=args.device,
+        split=bool(args.device_map or args.n_devices),
         batch_tokens=args.batch_tokens,
         part_size=args.part_size,
         resume=args.resume,
@@ -113,7 +114,9 @@ def _tuned_lens(path: str | None, loader: Any, model: Any) -> Any:
 
 def _load_model(args: argparse.Namespace, path: str, device: str | None = None) -> Any:
     import slm_transformerlens as slt
+    from slm_transformerlens.checkpoints import parse_device_map
 
+    device_map = getattr(args, "device_map", None)
     return slt.load(
         path,
         family=args.family,
@@ -122,6 +125,8 @@ def _load_model(args: argparse.Namespace, path: str, device: str | None = None) 
         dtype=args.dtype,
         unit_format=args.unit_format,
         progress=not args.quiet and os.environ.get("RANK", "0") == "0",  # one set of bars under torchrun
+        device_map=parse_device_map(device_map) if device_map else None,
+        n_devices=getattr(args, "n_devices", None),
     )
 
 
@@ -201,7 +206,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", help="tokenizer directory (SIMS: the BASE text tokenizer)")
     parser.add_argument("--family", choices=["sims", "spiritlm", "generic"], help="force the family")
     parser.add_argument("--unit-format", help="unit token format for the generic family, e.g. '<Un{}>'")
-    parser.add_argument("--device", help="cpu, cuda, ...")
+    _add_device_options(parser)
+
+
+def _add_device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda, ... (the whole model on one device)")
+    parser.add_argument(
+        "--device-map",
+        help="split a model too large for one device: auto, balanced, balanced_low_0, sequential, or a JSON "
+        'object of Hugging Face module name -> device, e.g. \'{"model.embed_tokens": 0, "model.layers.0": 0, '
+        '"model.layers.1": 1, "model.norm": 1, "lm_head": 1}\' (needs accelerate)',
+    )
+    parser.add_argument("--n-devices", type=int, help="split balanced over the first N GPUs")
     parser.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
 
 
@@ -410,8 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--tuned-lens", help="a tuned lens folder saved by TunedLens.save (default: logit lens)"
     )
-    analyze.add_argument("--device", help="cpu, cuda, ...")
-    analyze.add_argument("--dtype", help="float32 (default), bfloat16, float16 or auto")
+    _add_device_options(analyze)
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")
@@ -477,6 +492,11 @@ _CLI_WORDING: tuple[tuple[str, str], ...] = (
     (r"\bout_dir=", "--out"),
     (r"\bunit_format=", "--unit-format"),
     (r"\b(tokenizer|family|hubert|quantizer)=", r"--\1"),
+    (r"\bdevice='([^']*)'", r"--device \1"),
+    (r"\bdevice=", "--device "),
+    (r"\bdevice_map\b", "--device-map"),
+    (r"\bn_devices=", "--n-devices "),
+    (r"\bn_devices\b", "--n-devices"),
 )
 
 

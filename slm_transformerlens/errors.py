@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "DevicePlacementError",
     "MissingCheckpointFileError",
     "NonFiniteError",
     "OutputError",
@@ -25,6 +26,11 @@ class SLMError(Exception):
 
 class CheckpointError(SLMError, ValueError):
     """A checkpoint directory is malformed or inconsistent."""
+
+
+class DevicePlacementError(CheckpointError):
+    """A device map (or ``n_devices``) cannot be honoured: an unknown or absent device, a module it does
+    not cover, tied weights split across devices, a conflict with ``device``, or accelerate missing."""
 
 
 class MissingCheckpointFileError(SLMError, FileNotFoundError):

@@ -20,6 +20,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions, read_checkpoint
 from slm_transformerlens.checkpoints.build import check_dtype_supported, resolve_dtype
+from slm_transformerlens.checkpoints.placement import DeviceMap, check_placement_request
 from slm_transformerlens.errors import VocabularyError
 from slm_transformerlens.vocab import SpeechVocab
 
@@ -215,7 +216,10 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
     )
     _fix_rotary_base(bridge_config, loaded.hf_config)
     adapter = ArchitectureAdapterFactory.select_architecture_adapter(bridge_config)
-    adapter.cfg.device = str(parameter.device)
+    adapter.cfg.device = str(model.get_input_embeddings().weight.device)  # where the inputs go
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map and hasattr(adapter.cfg, "n_devices"):  # split: TransformerLens gathers on cfg.device
+        adapter.cfg.n_devices = len(set(device_map.values()))
     adapter.prepare_model(model)
     tokenizer = prepare_tokenizer(loaded.tokenizer, adapter.cfg, loaded.speech_vocab)
     try:
@@ -224,7 +228,34 @@ def bridge_from_checkpoint(loaded: LoadedCheckpoint) -> HookedSLM:
         bridge = HookedSLM(model, adapter, tokenizer)
     else:
         bridge = HookedSLM(model, adapter, tokenizer, driver=TransformersDriver(model, adapter, tokenizer))
+    if device_map:
+        _align_component_inputs(bridge, model)
     return attach_checkpoint(bridge, loaded)
+
+
+def _align_component_inputs(bridge: Any, hf_model: Any) -> None:
+    """On a split model, move each mapped component's inputs to its device BEFORE the bridge runs it.
+
+    accelerate's hooks sit on the Hugging Face modules, but some bridge components compute around them
+    (the final norm's hooked maths reads its weight directly): a pre-hook on the bridge component makes
+    every such input land on the component's device, and the hooks inside it (``hook_resid_pre``,
+    ``ln_final.hook_scale``) see it there.
+    """
+    from accelerate.utils import send_to_device
+
+    modules = dict(hf_model.named_modules())
+    placed = {id(modules[name]): device for name, device in hf_model.hf_device_map.items() if name in modules}
+    skip = getattr(hf_model, "_skip_keys_device_placement", None)
+    for component in bridge.modules():
+        original = component.__dict__.get("_modules", {}).get("_original_component")
+        if original is None or id(original) not in placed:
+            continue
+        device = torch.device(placed[id(original)])
+
+        def move(module: Any, args: Any, kwargs: Any, device: torch.device = device) -> Any:
+            return send_to_device(args, device), send_to_device(kwargs, device, skip_keys=skip)
+
+        component.register_forward_pre_hook(move, with_kwargs=True)
 
 
 def attach_checkpoint(bridge: Any, loaded: LoadedCheckpoint) -> Any:
@@ -305,6 +336,8 @@ def load(
     unit_format: str | None = None,
     marker_tokens: dict[str, str] | None = None,
     progress: bool = True,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
 ) -> HookedSLM:
     """Load a speech LM checkpoint from disk as a :class:`HookedSLM` (a TransformerBridge).
 
@@ -314,22 +347,33 @@ def load(
         tokenizer: a tokenizer or a local tokenizer directory. Required for SIMS (the BASE text
             tokenizer, e.g. Qwen2.5's, which is extended with the units as slamkit does);
             optional otherwise (the checkpoint's own tokenizer is used).
-        device: where to put the model (default CPU).
+        device: where to put the model (default CPU). Not with ``device_map`` / ``n_devices``.
         dtype: parameter dtype (default float32; ``"auto"`` takes the checkpoint's stored dtype).
         unit_format: unit token format for the generic family, e.g. ``"<Un{}>"`` or ``"<{}>"``.
         marker_tokens: marker token strings for the generic family, ``{"text": ..., "speech": ...}``.
         progress: show a progress bar while reading weights.
+        device_map: split a model too large for one device: ``"auto"``, ``"balanced"``,
+            ``"balanced_low_0"``, ``"sequential"`` (accelerate's strategies, from free memory), or a dict of
+            Hugging Face module name -> device, e.g. ``{"model.embed_tokens": "cuda:0", "model.layers.0":
+            "cuda:0", "model.layers.1": "cuda:1", "model.norm": "cuda:1", "lm_head": "cuda:1"}``. Each
+            weight is read straight onto its device and each module computes there (a ``"cpu"`` entry
+            runs on the CPU, it is not offloaded); inputs go to ``model.cfg.device`` (the input
+            embedding's), lens read-outs run in float32 on the unembedding's device. Needs accelerate.
+        n_devices: TransformerLens' shorthand: ``"balanced"`` over the first ``n_devices`` GPUs.
 
     Returns:
         The model in eval mode, with ``model.speech_vocab``.
 
     Raises:
         slm_transformerlens.errors.SLMError: subclasses name the problem (missing files or
-            shards, unknown architecture, tokenizer/model vocabulary mismatch, unsupported dtype).
+            shards, unknown architecture, tokenizer/model vocabulary mismatch, unsupported dtype;
+            :class:`~slm_transformerlens.checkpoints.placement.DevicePlacementError` for ``device`` with
+            ``device_map``, accelerate missing, an unknown or absent device in the map).
 
     Example:
         >>> model = slt.load("ckpt/SIMS-Llama3.2-3B", tokenizer="tok/Llama-3.2-3B")  # doctest: +SKIP
         >>> logits, cache = model.run_with_cache(tokens)  # doctest: +SKIP
+        >>> big = slt.load("ckpt/spirit-lm-base-7b", dtype="bfloat16", device_map="auto")  # doctest: +SKIP
     """
     return bridge_from_checkpoint(
         read_from_disk(
@@ -341,6 +385,8 @@ def load(
             unit_format=unit_format,
             marker_tokens=marker_tokens,
             progress=progress,
+            device_map=device_map,
+            n_devices=n_devices,
         )
     )
 
@@ -355,14 +401,18 @@ def read_from_disk(
     unit_format: str | None = None,
     marker_tokens: dict[str, str] | None = None,
     progress: bool = True,
+    device_map: DeviceMap | None = None,
+    n_devices: int | None = None,
 ) -> LoadedCheckpoint:
     """Read a checkpoint directory into a plain Hugging Face model + tokenizer (the arguments of :func:`load`)."""
+    split = check_placement_request(device, device_map, n_devices)
     torch_device = torch.device(device) if device is not None else torch.device("cpu")
     from slm_transformerlens.checkpoints.build import directory_of
 
     directory = directory_of(path)
     torch_dtype = resolve_dtype(dtype, _stored_config(directory))
-    check_dtype_supported(torch_dtype, torch_device)
+    if not split:  # a split checks each device of its map once it is resolved
+        check_dtype_supported(torch_dtype, torch_device)
     options = LoadOptions(
         tokenizer=tokenizer,
         device=torch_device,
@@ -370,6 +420,8 @@ def read_from_disk(
         unit_format=unit_format,
         marker_tokens=marker_tokens,
         progress=progress,
+        device_map=device_map,
+        n_devices=n_devices,
     )
     return read_checkpoint(directory, options, family=family)
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
@@ -229,23 +230,88 @@ def _start(
     return part_size, [p for p in range(n_parts) if p not in done]
 
 
-class _Progress:
-    """Rank 0's progress bar over the whole run: the items every rank has logged in the shared folder,
-    counted whenever rank 0 finishes a part (utterances/s and ETA of the whole run)."""
+#: How often rank 0 re-reads the other ranks' logs for its progress bar (seconds).
+_POLL_SECONDS = 0.5
 
-    def __init__(self, out: Path, total: int, enabled: bool, world_size: int) -> None:
+
+class _Progress:
+    """Rank 0's progress bar over the whole run: the items every rank has logged in the shared folder.
+
+    Counted after each of rank 0's parts and, with several processes, by a background thread every
+    :data:`_POLL_SECONDS` (it reads only the log lines added since its last read), so other ranks' parts
+    show as they finish, also while rank 0 waits for the others after its own shard. It only reads files:
+    no collective, so nothing can deadlock however many parts each rank has. ``on_progress(done, total)``
+    is called (from either thread) whenever the count grows.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        total: int,
+        enabled: bool,
+        world_size: int,
+        on_progress: Callable[[int, int], None] | None = None,
+        interval: float = _POLL_SECONDS,
+    ) -> None:
         self.out = out
-        self.before = self._count()
+        self.total = total
+        self.on_progress = on_progress
+        self._offsets: dict[Path, int] = {}
+        self._logged = 0
+        self._lock = threading.Lock()
+        self.before = self._scan()
+        self.done = 0
         desc = "analyze" + (f" ({world_size} processes)" if world_size > 1 else "")
         self.bar = tqdm(total=total, desc=desc, unit="utt", disable=not enabled, dynamic_ncols=True)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if world_size > 1:
+            self._thread = threading.Thread(
+                target=self._poll, args=(interval,), name="slm-lens-progress", daemon=True
+            )
+            self._thread.start()
 
-    def _count(self) -> int:
-        return sum(len(r["items"]) + len(r.get("failed", [])) for r in _done_log(self.out))
+    def _scan(self) -> int:
+        """Items logged by every rank so far (complete new lines only; a torn line is skipped)."""
+        for log in sorted((self.out / PARTS).glob("done-rank*.jsonl")):
+            offset = self._offsets.get(log, 0)
+            try:
+                with open(log, "rb") as file:
+                    file.seek(offset)
+                    data = file.read()
+            except OSError:
+                continue
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].splitlines():
+                try:
+                    record = json.loads(line)
+                    self._logged += len(record.get("items", [])) + len(record.get("failed", []))
+                except (ValueError, AttributeError, TypeError):
+                    continue
+            self._offsets[log] = offset + end
+        return self._logged
 
     def refresh(self) -> None:
-        self.bar.update(max(0, self._count() - self.before - self.bar.n))
+        """Count the new log lines and move the bar."""
+        with self._lock:
+            done = self._scan() - self.before
+            if done <= self.done:
+                return
+            self.bar.update(done - self.done)
+            self.done = done
+            if self.on_progress is not None:
+                self.on_progress(done, self.total)
+
+    def _poll(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.refresh()
 
     def close(self) -> None:
+        """Stop polling, count the last lines and close the bar."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.refresh()
         self.bar.close()
 
 
@@ -360,13 +426,27 @@ def _collective(launch: Launch, value: Any, *, source_only: bool) -> list[Any]:
     return gathered
 
 
-def _init_distributed(launch: Launch, device: str | None) -> str | None:
-    """``torch.distributed`` for several processes (NCCL on CUDA, else gloo); this rank's device."""
+def _init_distributed(launch: Launch, device: str | None, split: bool = False) -> str | None:
+    """``torch.distributed`` for several processes (NCCL on CUDA, else gloo); this rank's device.
+
+    A model split over devices (``split``: its loader's ``device_map``) takes the machine's devices itself:
+    one process per machine, no device is pinned, and the ranks talk over gloo."""
     if not launch.distributed:
         return device
     import torch
     import torch.distributed as dist
 
+    if split:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if local > 1:
+            raise RunError(
+                f"--device-map splits one model over this machine's devices, and torchrun started {local} "
+                "processes on it (each would load the whole model): launch one process per machine "
+                "(torchrun --nproc-per-node 1), or drop --device-map to run one model per GPU"
+            )
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+        return device
     cuda = (device is None or str(device).startswith("cuda")) and torch.cuda.is_available()
     if cuda:
         device = f"cuda:{launch.local_rank}"
@@ -386,6 +466,7 @@ def run_analysis(
     protocol: LensProtocol,
     make_lens: Callable[[Any], Lens | None] = lambda model: None,
     device: str | None = None,
+    split: bool = False,
     batch_tokens: int = 4096,
     part_size: int = 64,
     resume: bool = False,
@@ -395,6 +476,7 @@ def run_analysis(
     png: bool = True,
     title: str = "Lens analysis",
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
     launch: Launch | None = None,
 ) -> ReportFiles | None:
     """Analyse ``items`` in streamed, resumable parts (sharded over ``torchrun`` ranks); rank 0 reports.
@@ -409,6 +491,8 @@ def run_analysis(
         protocol: the analysis settings (:class:`~slm_transformerlens.lens.LensProtocol`).
         make_lens: ``model -> lens`` (``None``: the logit lens).
         device: the model's device (under ``torchrun`` with CUDA: ``cuda:LOCAL_RANK``).
+        split: ``load_model`` splits the model over this machine's devices (a ``device_map``): no device is
+            pinned per rank, and ``torchrun`` must start one process per machine.
         batch_tokens: token budget of a forward pass (:func:`~slm_transformerlens.lens.transcription_table`).
         part_size: items per part (a new run; a resumed run keeps its manifest's).
         resume: skip the finished parts of the run in ``out_dir`` (same settings required).
@@ -416,7 +500,9 @@ def run_analysis(
         on_error: ``"stop"`` (default) or ``"skip"`` a bad item; either way it is named, and finished parts
             are kept.
         charts, png, title: of the report.
-        progress: rank 0's progress bar.
+        progress: rank 0's progress bar (it counts every rank's finished parts as they are logged).
+        on_progress: ``(done, total) -> None``, called on rank 0 whenever more items are done (from a
+            background thread too, under ``torchrun``).
         launch: the process's rank (default: from the environment, :func:`launch_from_environment`).
 
     Returns:
@@ -432,7 +518,7 @@ def run_analysis(
     if part_size < 1:
         raise RunError(f"part_size={part_size}: a part needs at least one item")
     launch = launch or launch_from_environment()
-    device = _init_distributed(launch, device)
+    device = _init_distributed(launch, device, split)
     out = Path(out_dir)
     settings = _plain({**settings, "protocol": protocol})
     plan: dict[str, Any] = {}
@@ -449,7 +535,7 @@ def run_analysis(
     size, todo = int(plan["part_size"]), list(plan["todo"])
     mine = [todo[i] for i in shard(len(todo), launch.rank, launch.world_size)]
     total = sum(len(range(p * size, min((p + 1) * size, len(items)))) for p in todo)
-    bar = _Progress(out, total, progress and launch.main, launch.world_size) if launch.main else None
+    bar = _Progress(out, total, progress, launch.world_size, on_progress=on_progress) if launch.main else None
     status: str | None = None
     model = None
     try:
@@ -473,9 +559,12 @@ def run_analysis(
                 bar.refresh()
     except (SLMError, OSError) as error:
         status = f"rank {launch.rank}: {error}" if launch.distributed else str(error)
-    statuses = [s for s in _collective(launch, status, source_only=False) if s]
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        raise
+    statuses = [s for s in _collective(launch, status, source_only=False) if s]  # rank 0's bar still moves
     if bar is not None:
-        bar.refresh()
         bar.close()
     if statuses:
         raise RunError(statuses[0])

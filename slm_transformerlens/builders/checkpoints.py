@@ -26,6 +26,8 @@ __all__ = [
     "make_sims_checkpoint",
     "make_spiritlm_checkpoint",
     "make_spiritlm_tokenizer",
+    "make_text_tokenizer",
+    "reference_hf_model",
     "save_safetensors",
     "sims_unit_tokens",
     "tiny_base_config",
@@ -76,8 +78,11 @@ def tiny_base_config(
     n_kv_heads: int = 2,
     tie: bool = True,
     max_position_embeddings: int = 2048,
+    special_ids: dict[str, int | None] | None = None,
 ) -> Any:
-    """A small HF config in the style of Qwen2.5 (q/k/v biases, theta 1e6) or Llama-3.2 (llama3 rope)."""
+    """A small HF config in the style of Qwen2.5 (q/k/v biases, theta 1e6) or Llama-3.2 (llama3 rope).
+
+    ``special_ids`` overrides the base's ``bos_token_id`` / ``eos_token_id`` (for another tokenizer)."""
     from transformers import LlamaConfig, Qwen2Config
 
     common = dict(
@@ -96,8 +101,7 @@ def tiny_base_config(
             **common,
             rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-            bos_token_id=151643,
-            eos_token_id=151643,
+            **{"bos_token_id": 151643, "eos_token_id": 151643, **(special_ids or {})},
         )
     return LlamaConfig(
         **common,
@@ -110,8 +114,7 @@ def tiny_base_config(
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": 8192,
         },
-        bos_token_id=128000,
-        eos_token_id=128001,
+        **{"bos_token_id": 128000, "eos_token_id": 128001, **(special_ids or {})},
     )
 
 
@@ -153,6 +156,31 @@ def save_safetensors(
     return paths
 
 
+def make_text_tokenizer(directory: str | Path, *, vocab_size: int = 512) -> Path:
+    """A small byte-level BPE text tokenizer trained on :data:`SAMPLE_TEXT` (Qwen-like: no BOS, EOS
+    ``<|endoftext|>``), saved as a Hugging Face tokenizer directory. Needs only ``tokenizers`` (a
+    dependency of transformers): a base tokenizer for :func:`make_sims_checkpoint` without the PyPI
+    tokenizer packages."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([SAMPLE_TEXT], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    fast.save_pretrained(str(directory))
+    return directory
+
+
 def make_sims_checkpoint(
     directory: str | Path,
     *,
@@ -162,6 +190,7 @@ def make_sims_checkpoint(
     n_units: int = 500,
     padding_rows: int = 0,
     seed: int = 0,
+    tokenizer: str | Path | None = None,
     **config_kwargs: Any,
 ) -> Path:
     """Write a tiny random SIMS (slamkit ``UnitLM``) checkpoint.
@@ -174,17 +203,30 @@ def make_sims_checkpoint(
         n_units: speech units added to the base tokenizer.
         padding_rows: extra embedding rows beyond the tokenizer (as Qwen checkpoints have).
         seed: random seed of the weights.
+        tokenizer: a base tokenizer directory to use instead of the real ``base`` tokenizer (e.g.
+            :func:`make_text_tokenizer`'s); it is copied into the checkpoint's ``base_tokenizer/``, so
+            ``slt.load(dir)`` needs no ``tokenizer=``.
         **config_kwargs: passed to :func:`tiny_base_config` (``n_layers``, ``d_model``...).
 
     Returns:
-        The checkpoint directory. Load it with ``slt.load(dir, tokenizer=base_tokenizer_dir(base))``.
+        The checkpoint directory. Load it with ``slt.load(dir, tokenizer=base_tokenizer_dir(base))``
+        (``slt.load(dir)`` when ``tokenizer`` was given).
     """
     from transformers import AutoTokenizer
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    base_size = len(AutoTokenizer.from_pretrained(str(base_tokenizer_dir(base))))
+    base_tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or base_tokenizer_dir(base)))
+    base_size = len(base_tokenizer)
     vocab_size = base_size + n_units + 2
+    if tokenizer is not None:
+        from slm_transformerlens.checkpoints.sims import BASE_TOKENIZER_FOLDER
+
+        base_tokenizer.save_pretrained(str(directory / BASE_TOKENIZER_FOLDER))
+        config_kwargs.setdefault(
+            "special_ids",
+            {"bos_token_id": base_tokenizer.bos_token_id, "eos_token_id": base_tokenizer.eos_token_id},
+        )
     config = tiny_base_config(base, vocab_size + padding_rows, tie=tie, **config_kwargs)
     model = _random_causal_lm(config, seed)
     state = {f"lm.{k}": v for k, v in model.state_dict().items()}
@@ -205,6 +247,35 @@ def make_sims_checkpoint(
     }
     (directory / "config.json").write_text(json.dumps(unit_lm_config, indent=2))
     return directory
+
+
+def reference_hf_model(path: str | Path) -> nn.Module:
+    """A checkpoint written by these builders, loaded with plain Hugging Face code (float32, eager, CPU),
+    independently of the package's loader: the reference of the parity checks."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != "speech_language_model":
+        return AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+    base = dict(config["base_config"])
+    hf_config = AutoConfig.for_model(base.pop("model_type"), **base)
+    hf_config.tie_word_embeddings = config["tie_word_embeddings"]
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32, attn_implementation="eager")
+    state = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update({k.removeprefix("lm."): v for k, v in load_file(str(shard)).items()})
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or not set(missing) <= {"lm_head.weight"}:
+        raise MissingCheckpointFileError(
+            f"{path}: weights missing {missing[:3]} or unexpected {unexpected[:3]}"
+        )
+    if config["tie_word_embeddings"]:
+        model.tie_weights()
+    return model.eval()
 
 
 def make_spiritlm_tokenizer(

@@ -23,11 +23,14 @@ from slm_transformerlens.checkpoints.base import (
     register_family,
 )
 from slm_transformerlens.checkpoints.build import directory_of
+from slm_transformerlens.checkpoints.placement import DEVICE_MAP_STRATEGIES, DeviceMap, parse_device_map
 
 __all__ = [
     "DEFAULT_CONVENTIONS",
+    "DEVICE_MAP_STRATEGIES",
     "CheckpointFamily",
     "CheckpointLayout",
+    "DeviceMap",
     "LoadOptions",
     "LoadedCheckpoint",
     "StringConventions",
@@ -35,6 +38,7 @@ __all__ = [
     "detect_family",
     "get_family",
     "list_families",
+    "parse_device_map",
     "read_checkpoint",
     "read_layout",
     "read_weights",

@@ -41,6 +41,9 @@ class LoadOptions:
         unit_format: the unit token format (generic family), e.g. ``"<Un{}>"``.
         marker_tokens: marker token strings by role (generic family).
         progress: show progress bars.
+        device_map: a split over several devices (``"auto"``, ..., or module name -> device), or ``None``
+            for ``device`` alone (:mod:`slm_transformerlens.checkpoints.placement`).
+        n_devices: ``"balanced"`` over the first ``n_devices`` GPUs, or ``None``.
     """
 
     tokenizer: Any = None
@@ -49,6 +52,8 @@ class LoadOptions:
     unit_format: str | None = None
     marker_tokens: dict[str, str] | None = None
     progress: bool = True
+    device_map: Any = None
+    n_devices: int | None = None
 
 
 @dataclass
@@ -167,6 +172,8 @@ def read_weights(family: CheckpointFamily, directory: Path, options: LoadOptions
         device=options.device,
         rename=layout.rename,
         progress=options.progress,
+        device_map=options.device_map,
+        n_devices=options.n_devices,
     )
     return LoadedCheckpoint(
         family=family.name,

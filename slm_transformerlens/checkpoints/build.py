@@ -128,6 +128,8 @@ def build_causal_lm(
     device: torch.device,
     rename: Callable[[str], str | None] = lambda key: key,
     progress: bool = True,
+    device_map: Any = None,
+    n_devices: int | None = None,
 ) -> nn.Module:
     """Instantiate ``AutoModelForCausalLM`` from ``hf_config`` and load the weights into it.
 
@@ -135,10 +137,13 @@ def build_causal_lm(
         hf_config: the base model's HF config.
         weights: the checkpoint's weight files.
         dtype: parameter dtype.
-        device: where the parameters live.
+        device: where the parameters live (without ``device_map`` / ``n_devices``).
         rename: maps a key on disk to the model's key (e.g. strips SIMS' ``lm.`` prefix); a key
             mapped to ``None`` is skipped.
         progress: show a progress bar over the weight files.
+        device_map: a split over several devices (:mod:`slm_transformerlens.checkpoints.placement`): each
+            tensor is read straight onto its device, then accelerate's device hooks are attached.
+        n_devices: ``"balanced"`` over the first ``n_devices`` GPUs.
 
     Raises:
         CheckpointError: a weight the model needs is missing, a tensor has the wrong shape, or
@@ -152,6 +157,13 @@ def build_causal_lm(
         model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="eager")
     expected = dict(model.state_dict())
     tied = bool(getattr(hf_config, "tie_word_embeddings", False))
+    placement = None
+    if device_map is not None or n_devices is not None:
+        from slm_transformerlens.checkpoints.placement import check_placement, resolve_device_map
+
+        placement = resolve_device_map(model, device_map, n_devices=n_devices, dtype=dtype, tied=tied)
+        check_placement(placement, dtype)
+    target = _placer(device, placement)
     output_key = _output_embedding_key(model) if tied else None
     loaded: set[str] = set()
     unexpected: list[str] = []
@@ -177,7 +189,7 @@ def build_causal_lm(
                     f"{path.name}: tensor {key} has shape {tuple(tensor.shape)}, but the config implies "
                     f"{tuple(expected[name].shape)}; config.json and the weights disagree"
                 )
-            converted = tensor.to(device=device, dtype=dtype)
+            converted = tensor.to(device=target(name), dtype=dtype)
             check_finite_weight(converted, name=key, source=path.name, dtype=dtype)
             batch[name] = converted
         model.load_state_dict(batch, strict=False, assign=True)
@@ -196,9 +208,29 @@ def build_causal_lm(
         )
     if tied:
         model.tie_weights()
-    _rebuild_meta_buffers(model, device)
+    _rebuild_meta_buffers(model, device, placement)
+    if placement is not None:
+        from slm_transformerlens.checkpoints.placement import dispatch
+
+        dispatch(model, placement)
     model.eval()
     return model
+
+
+def _placer(device: torch.device, placement: dict[str, str] | None) -> Callable[[str], torch.device]:
+    """Parameter name -> its device (``device``, or its device under the resolved map)."""
+    if placement is None:
+        return lambda name: device
+    from slm_transformerlens.checkpoints.placement import device_of
+
+    cache: dict[str, torch.device] = {}
+
+    def target(name: str) -> torch.device:
+        if name not in cache:
+            cache[name] = torch.device(device_of(name, placement) or device)
+        return cache[name]
+
+    return target
 
 
 def _output_embedding_key(model: nn.Module) -> str | None:
@@ -209,8 +241,12 @@ def _output_embedding_key(model: nn.Module) -> str | None:
     return None
 
 
-def _rebuild_meta_buffers(model: nn.Module, device: torch.device) -> None:
-    """Recompute non-persistent buffers (rotary ``inv_freq``) that the meta build left empty."""
+def _rebuild_meta_buffers(
+    model: nn.Module, device: torch.device, placement: dict[str, str] | None = None
+) -> None:
+    """Recompute non-persistent buffers (rotary ``inv_freq``) that the meta build left empty (on the
+    module's device under ``placement``, else on ``device``)."""
+    target = _placer(device, placement)
     for name, module in list(model.named_modules()):
         if not any(b.is_meta for b in module.buffers(recurse=False)):
             continue
@@ -220,7 +256,7 @@ def _rebuild_meta_buffers(model: nn.Module, device: torch.device) -> None:
                 f"module {name} ({type(module).__name__}) has buffers that are not in the checkpoint and "
                 "cannot be recomputed; this architecture is not supported by the streaming loader"
             )
-        rebuilt = type(module)(config).to(device)
+        rebuilt = type(module)(config).to(target(name))
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, rebuilt)

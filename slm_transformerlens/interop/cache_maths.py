@@ -17,6 +17,7 @@ is right in both modes. ``HookedSLM.run_with_cache`` returns this cache.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -63,13 +64,43 @@ def effective_norm_weight(model: Any, layer: int | None = None, mlp_input: bool 
     return None if bool(torch.all(factor == 1)) else factor
 
 
+#: ``ActivationCache`` methods that stack or combine activations of several layers.
+_STACKING = (
+    "accumulated_resid",
+    "logit_lens",
+    "logit_attrs",
+    "decompose_resid",
+    "stack_head_results",
+    "stack_activation",
+    "get_neuron_results",
+    "stack_neuron_results",
+    "get_full_resid_decomposition",
+    "apply_ln_to_stack",
+)
+
+
 class NormWeightedActivationCache(ActivationCache):
     """An ``ActivationCache`` whose ``apply_ln_to_stack`` includes the norm's weight where it is not folded.
 
     Everything else is TransformerLens' ``ActivationCache``. With a raw bridge,
     ``cache.logit_attrs(cache.decompose_resid(), tokens=a, incorrect_tokens=b).sum(0)`` equals the
     model's logit difference; with a bridge in compatibility mode the results equal TransformerLens'.
+
+    On a model split over several devices (``device_map``) each activation stays on its layer's device
+    (``cache[name]``), and the stacking methods (``accumulated_resid``, ``decompose_resid``,
+    ``apply_ln_to_stack``, ``logit_attrs``, ...) read every activation on :attr:`gather_device`, the
+    unembedding's device, so ``cache.accumulated_resid(apply_ln=True) @ model.W_U`` works as on one device.
     """
+
+    #: where the stacking methods gather activations (``None``: where they are, one device).
+    gather_device: torch.device | None = None
+    _gathering: int = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        value = super().__getitem__(key)
+        if self._gathering and self.gather_device is not None and isinstance(value, Tensor):
+            return value.to(self.gather_device)
+        return value
 
     def apply_ln_to_stack(
         self,
@@ -95,11 +126,36 @@ class NormWeightedActivationCache(ActivationCache):
         if recompute_ln and final and hasattr(self.model, "ln_final"):
             return scaled  # TransformerLens ran the model's own final norm, weight included
         weight = effective_norm_weight(self.model, layer, mlp_input)
-        return scaled if weight is None else scaled * weight.to(scaled.dtype)
+        return scaled if weight is None else scaled * weight.to(device=scaled.device, dtype=scaled.dtype)
+
+
+def _gathering(method: Any) -> Any:
+    """``method`` reading every activation on the cache's ``gather_device`` (when it has one)."""
+
+    @functools.wraps(method)
+    def gathered(self: NormWeightedActivationCache, *args: Any, **kwargs: Any) -> Any:
+        self._gathering += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._gathering -= 1
+
+    return gathered
+
+
+for _name in _STACKING:
+    if hasattr(NormWeightedActivationCache, _name):
+        setattr(NormWeightedActivationCache, _name, _gathering(getattr(NormWeightedActivationCache, _name)))
 
 
 def with_norm_weights(cache: Any) -> Any:
-    """``cache`` as a :class:`NormWeightedActivationCache` (same tensors, no copy); other objects unchanged."""
+    """``cache`` as a :class:`NormWeightedActivationCache` (same tensors, no copy); other objects unchanged.
+
+    On a model split over several devices its stacking methods gather on the unembedding's device."""
     if type(cache) is ActivationCache:
-        return NormWeightedActivationCache(cache.cache_dict, cache.model, has_batch_dim=cache.has_batch_dim)
+        out = NormWeightedActivationCache(cache.cache_dict, cache.model, has_batch_dim=cache.has_batch_dim)
+        device_map = getattr(getattr(cache.model, "original_model", None), "hf_device_map", None)
+        if device_map and len(set(device_map.values())) > 1:
+            out.gather_device = cache.model.W_U.device
+        return out
     return cache

@@ -135,12 +135,13 @@ def sequence_log_likelihoods(
             kwargs["attention_mask"] = attention.to(device)
         with torch.no_grad():
             logits = model(tokens.to(device), **kwargs).float()[:, :-1]
-            real = attention[:, 1:].bool().to(device)  # padded positions are never scored
+            out = logits.device  # the unembedding's on a model split over devices
+            real = attention[:, 1:].bool().to(out)  # padded positions are never scored
             check_finite_logits(logits[real], describe_row=_row_namer(real, batch), what="knowledge logits")
             if mask_allowed is not None:
-                logits = logits.masked_fill(~mask_allowed, float("-inf"))
+                logits = logits.masked_fill(~mask_allowed.to(out), float("-inf"))
             log_probs = torch.log_softmax(logits, dim=-1)
-            targets = tokens[:, 1:].to(device)
+            targets = tokens[:, 1:].to(out)
             picked = torch.gather(log_probs, -1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
         keep = score[:, 1:]
         values = torch.where(keep, picked, torch.zeros((), dtype=torch.float64))

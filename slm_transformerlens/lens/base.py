@@ -160,13 +160,20 @@ class Lens(nn.Module, abc.ABC):
     ) -> Float[Tensor, "... d_model"]:
         """Map a residual vector at ``(layer, site)`` to the final residual space (float32)."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where read-outs are computed: the unembedding's device (on a split model, not ``cfg.device``)."""
+        return self._model.W_U.device
+
     def final_norm(self, h: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        """The model's own final norm module applied to float32 vectors, statistics per vector."""
+        """The model's own final norm module applied to float32 vectors, statistics per vector (computed
+        on the norm's device, returned on :attr:`device`)."""
         x = h.float()
         lead = x.shape[:-1]
         flat = x.reshape(1, -1, x.shape[-1])  # norm components expect [batch, pos, d_model]
-        out = self._model.ln_final(flat)
-        return out.float().reshape(*lead, out.shape[-1])
+        weight = next(self._model.ln_final.parameters(), None)
+        out = self._model.ln_final(flat if weight is None else flat.to(weight.device))
+        return out.float().reshape(*lead, out.shape[-1]).to(self.device)
 
     def unembedding(self) -> tuple[Float[Tensor, "d_vocab d_model"], Float[Tensor, " d_vocab"] | None]:
         """``(W, b)`` in float32 with ``W`` as ``[d_vocab, d_model]``; ``b`` is ``None`` when all-zero."""
@@ -185,14 +192,14 @@ class Lens(nn.Module, abc.ABC):
     def unembed(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Normalised vectors -> float32 logits (with the adapter's output transform, e.g. softcap)."""
         weight, bias = self.unembedding()
-        logits = F.linear(x.float(), weight, bias)
+        logits = F.linear(x.float().to(weight.device), weight, bias)
         transform = getattr(getattr(self._model, "adapter", None), "apply_output_logits_transform", None)
         return transform(logits).float() if callable(transform) else logits
 
     def normalized(self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post") -> Tensor:
-        """``final_norm(transform_hidden(h))`` in float32 (what :meth:`unembed` consumes)."""
+        """``final_norm(transform_hidden(h))`` in float32 on :attr:`device` (what :meth:`unembed` consumes)."""
         self._check(h, layer, site)
-        return self.final_norm(self.transform_hidden(h.float(), layer, site))
+        return self.final_norm(self.transform_hidden(h.float().to(self.device), layer, site))
 
     def logits(
         self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post"

@@ -243,9 +243,17 @@ def capture_residuals(
     last_key = max(wanted, key=lambda key: (key[0], order[key[1]])) if wanted else None
     out: dict[tuple[int, str], Tensor] = {}
 
+    index_on: dict[torch.device, tuple[Tensor, Tensor]] = {device: (mb, mp)}
+
     def make_hook(key: tuple[int, str]) -> Any:
         def hook(activation: Tensor, hook: Any) -> None:
-            picked = activation.detach()[mb, mp].float()
+            # on a model split over devices (device_map) the layer's activation is gathered where the
+            # tokens are
+            where = activation.device
+            if where not in index_on:
+                index_on[where] = (mb.to(where), mp.to(where))
+            rows, cols = index_on[where]
+            picked = activation.detach()[rows, cols].float().to(device)
             if pooled:
                 vectors = picked
             elif single:

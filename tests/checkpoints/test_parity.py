@@ -2,40 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import AutoConfig, AutoModelForCausalLM
 
 import slm_transformerlens as slt
+from slm_transformerlens.testing import reference_hf_model
 from tests.conftest import LAYOUTS
 
+__all__ = ["interleaved_ids", "reference_hf_model"]
+
 TOLERANCE = 1e-5
-
-
-def reference_hf_model(path: Path) -> torch.nn.Module:
-    """The same checkpoint loaded with plain Hugging Face code, independently of ours."""
-    config = json.loads((path / "config.json").read_text())
-    if config.get("model_type") != "speech_language_model":
-        return AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=torch.float32, attn_implementation="eager"
-        ).eval()
-    base = dict(config["base_config"])
-    hf_config = AutoConfig.for_model(base.pop("model_type"), **base)
-    hf_config.tie_word_embeddings = config["tie_word_embeddings"]
-    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32, attn_implementation="eager")
-    state = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        state.update({k.removeprefix("lm."): v for k, v in load_file(str(shard)).items()})
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}
-    if config["tie_word_embeddings"]:
-        model.tie_weights()
-    return model.eval()
 
 
 def interleaved_ids(model: slt.HookedSLM, n_tokens: int = 240, seed: int = 0) -> torch.Tensor:

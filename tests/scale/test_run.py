@@ -169,3 +169,26 @@ def test_two_gloo_processes_merge_to_the_one_process_table(
     items = logged_items(out)
     assert len(items) == len(set(items)) == 24
     pd.testing.assert_frame_equal(final_table(out), reference)
+
+
+@pytest.mark.slow
+def test_rank_0_progress_counts_other_ranks_promptly_and_while_it_waits(
+    spiritlm_checkpoint, tmp_path
+) -> None:
+    """The gates of ``progress_worker`` order the ranks; the old bar (counted only when rank 0 finished a
+    part) never reported before rank 0's first part nor the count between rank 0's end and rank 1's."""
+    data = write_unit_files(tmp_path / "units", 12, seed=5)[0].parent
+    record = tmp_path / "progress.json"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    worker = ["-m", "tests.scale.progress_worker", str(spiritlm_checkpoint), str(data), str(tmp_path / "out")]
+    result = subprocess.run(
+        [*launcher, *worker, str(record)], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(record.read_text())
+    calls = facts["calls"]
+    done = [int(d) for d, _, _ in calls]
+    assert done == sorted(done) and done[-1] == calls[-1][1] == 12  # the final count is the total
+    # rank 1's items, before rank 0's first part
+    assert any(d > 0 and t < facts["released"] for d, _, t in calls)
+    assert 12 - facts["part_size"] in done  # rank 1's second-to-last part, logged while rank 0 waited
