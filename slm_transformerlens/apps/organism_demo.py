@@ -88,8 +88,9 @@ def run_organism_demo(
         "SIMS recipe (text-LM pretraining, then interleaved speech-text training with slamkit Poisson spans) "
         "on espeak-ng speech quantised into 200 k-means units at 25 Hz. Spoken words are a held-out voice "
         "speaking held-out sentences. See organism_results.md for all organisms (ablations), chance "
-        "controls and spoken-knowledge accuracy (drawn in organism_ablation.html and "
-        "organism_knowledge.html), and slm_transformerlens/data/organism/MODEL_CARD.md.",
+        "controls and spoken-knowledge accuracy"
+        + (" (drawn in organism_ablation.html and organism_knowledge.html)" if charts else "")
+        + ", and slm_transformerlens/data/organism/MODEL_CARD.md.",
         "Read-out: the logits max-pooled over each word's unit span (positions='max', the paper's reported "
         "read-out), content words only (the default stop list). Read at the last unit alone, the organism's "
         "transcription rate stays near its shuffled control; organism_results.md reads 'any' position.",
