@@ -1,10 +1,19 @@
 """Logit lens on spoken words: where does a spoken word's TEXT token appear in the residual stream?
 
-Runs on the embedded default (the real SmolLM2-135M with 500 speech units, built once and cached) and
-the packaged real speech, or on your checkpoint:
+Runs on the main model organism shipped with the package (a small interleaved speech LM trained with the
+SIMS recipe, see slm_transformerlens/data/organism/MODEL_CARD.md) and its held-out voice, or on the
+previous embedded default, or on your checkpoint:
 
-    python examples/logit_lens_on_speech.py                                  # embedded default
-    python examples/logit_lens_on_speech.py CKPT --tokenizer TOK            # your SIMS / SpiritLM model
+    python examples/logit_lens_on_speech.py                          # the main organism (default)
+    python examples/logit_lens_on_speech.py --model smollm2          # SmolLM2-135M, untrained unit rows
+    python examples/logit_lens_on_speech.py CKPT --tokenizer TOK     # your SIMS / SpiritLM model
+
+Every rate is printed beside its chance levels: the shuffled-target control (each word scored against
+another word's target) and the frequency prior (a fixed guess of the dataset's most frequent targets),
+for two read-outs of each spoken content word: ``max``, the paper's (logits max-pooled over the word's
+units), and ``any`` (a hit at any unit of the span, as the organism's evaluation reads it; it has no
+shuffled control here). The read-out matters: on the organism the first stays below the frequency
+prior, the second clears it (see the README).
 
 Writes ``out/examples/heatmap.html`` (layer x position, top token per cell, word boundaries marked).
 """
@@ -13,20 +22,28 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 import slm_transformerlens as slt
-from slm_transformerlens.apps.demo import build_demo_assets, demo_utterances
-from slm_transformerlens.lens import lens_table, summarize_transcription, transcription_table
+from slm_transformerlens.lens import LensProtocol, WordFilter, lens_table, peak_layers
 from slm_transformerlens.viz.charts import lens_heatmap
 from slm_transformerlens.viz.html import save_chart
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", nargs="?", help="checkpoint directory (default: the embedded default)")
-    parser.add_argument("--tokenizer", help="SIMS: the base text tokenizer directory")
-    parser.add_argument("--out", default="out/examples", type=Path)
-    args = parser.parse_args()
+def load_data(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """The model, one mixed utterance (written and spoken words) and a dataset of spoken utterances."""
+    if args.model == "organism" and not args.checkpoint:
+        from slm_transformerlens.organism.shipped import MAIN, heldout_utterances, load_organism
+        from slm_transformerlens.speech.plans import interleave
+
+        model = load_organism(MAIN)
+        fact = heldout_utterances("kmeans", split="fact_true", limit=1)[0]  # "the capital of france is paris"
+        mixed = interleave(fact, [i % 2 == 1 for i in range(len(fact.words))])  # every other word spoken
+        spoken = heldout_utterances("kmeans", limit=args.sentences)  # held-out voice, held-out sentences
+        return model, mixed, [[s] for s in spoken]
+    from slm_transformerlens.apps.demo import build_demo_assets, demo_utterances
 
     assets = build_demo_assets()
     if args.checkpoint:
@@ -34,7 +51,41 @@ def main() -> None:
     else:
         model = slt.load(assets.checkpoint, tokenizer=assets.tokenizer)
     utterances = demo_utterances(assets, model.speech_vocab.n_units)
-    mixed = utterances[2]  # "The capital of France is Paris." with every other word spoken
+    return model, utterances[2], utterances  # "The capital of France is Paris." every other word spoken
+
+
+def chance_verdict(peak: pd.Series) -> str:
+    """One line: the peak rate with its interval beside its chance levels, and whether it clears them."""
+    chance = {
+        name: float(peak[column])
+        for name, column in (("shuffled control", "shuffled_rate"), ("frequency prior", "prior_rate"))
+        if pd.notna(peak.get(column))
+    }
+    low, high = peak.get("cluster_low", peak["ci_low"]), peak.get("cluster_high", peak["ci_high"])
+    line = (
+        f"{peak['metric']} peaks at layer {int(peak['peak_layer'])}: top-{int(peak['k'])} rate "
+        f"{peak['peak_rate']:.3f} [{low:.3f}, {high:.3f}] (n = {int(peak['n'])} words) vs "
+        + (", ".join(f"{name} {value:.3f}" for name, value in chance.items()) or "no chance level")
+    )
+    if "shuffled control" not in chance:
+        line += " (no shuffled control for this read-out)"
+    if chance:
+        name = max(chance, key=lambda c: chance[c])
+        clears = low > chance[name]
+        line += f": the interval {'clears' if clears else 'does NOT clear'} the {name}"
+    return line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint directory (default: see --model)")
+    parser.add_argument("--tokenizer", help="SIMS: the base text tokenizer directory")
+    parser.add_argument("--model", choices=["organism", "smollm2"], default="organism")
+    parser.add_argument("--sentences", type=int, default=48, help="organism: held-out sentences analysed")
+    parser.add_argument("--positions", choices=["max", "any", "last"], nargs="+", default=["max", "any"])
+    parser.add_argument("--out", default="out/examples", type=Path)
+    args = parser.parse_args()
+    model, mixed, dataset = load_data(args)
 
     # 1. one utterance: every position, every layer, top-3 tokens in the full / text / speech views
     encoded = model.encode(mixed)
@@ -43,10 +94,28 @@ def main() -> None:
     print(table.query("view == 'text' and modality == 'speech'")[["word", "layer", "top_tokens"]].tail(10))
     save_chart(lens_heatmap(table, view="full"), args.out / "heatmap.html")
 
-    # 2. the paper's metrics over a dataset: current-word and next-word ranks among text tokens
-    metrics = transcription_table(model, utterances, modalities=("speech",))
-    summary = summarize_transcription(metrics)
-    print(summary.query("k == 10 and view == 'text'").pivot(index="layer", columns="metric", values="rate"))
+    # 2. the paper's metrics over a dataset: current-word and next-word ranks among text tokens, with the
+    #    chance controls and cluster-bootstrap intervals over utterances
+    for positions in args.positions:
+        protocol = LensProtocol(positions=positions, modalities=("speech",), word_filter=WordFilter())
+        summary = protocol.summarize(protocol.transcription_table(model, dataset))
+        columns = [
+            "metric",
+            "layer",
+            "rate",
+            "cluster_low",
+            "cluster_high",
+            "shuffled_rate",
+            "prior_rate",
+            "n",
+        ]
+        print(f"\nspoken content words, read-out positions={positions!r}, top-10 among text tokens:")
+        print(summary.query("k == 10 and view == 'text'")[columns].round(3).to_string(index=False))
+        peaks = (
+            peak_layers(summary).query("k == 10 and view == 'text'").sort_values("metric", ascending=False)
+        )
+        for _, peak in peaks.iterrows():
+            print(chance_verdict(peak))
     print(f"heatmap: {args.out / 'heatmap.html'}")
 
 

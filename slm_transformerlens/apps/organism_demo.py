@@ -5,16 +5,62 @@ voice speaking held-out sentences (all speech, plus slamkit-style interleavings)
 report (transcription and next-word rates per layer with intervals, modality mass per layer, the
 heatmap of a spoken sentence), then the shipped evaluation of every organism: per-layer curves with
 their shuffled-target controls, the ablation comparison and spoken-knowledge accuracy
-(``organism_results.md``, ``organism_curves.csv``).
+(``organism_results.md``, ``organism_curves.csv``), drawn as two more charts: every organism's
+transcription rate per layer beside its shuffled control (``organism_ablation.html``) and spoken
+knowledge against the transcription peak (``organism_knowledge.html``). The shipped numbers are drawn
+as they are; nothing of the evaluation is recomputed.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_organism_demo"]
+__all__ = ["run_organism_demo", "write_organism_charts"]
+
+#: The charts of the shipped evaluation, as organism_results.md describes them.
+_CHARTS = {
+    "organism_ablation": "transcription_span rate per layer of every organism (95% bands), its shuffled-target "
+    "control dashed, the frequency prior dotted",
+    "organism_knowledge": "spoken-knowledge accuracy against the peak transcription rate, one point per model "
+    "(both 95% intervals), written accuracy as hollow squares, chance 0.5 dashed",
+}
+
+
+def write_organism_charts(
+    evaluation: str | Path, out_dir: str | Path, *, png: bool = True
+) -> dict[str, Path]:
+    """Draw the ablation comparison and spoken knowledge vs transcription from an evaluation folder.
+
+    Args:
+        evaluation: a folder of ``slm-lens organism evaluate`` (``curves.csv``, ``knowledge.json``),
+            e.g. the shipped ``slm_transformerlens/data/organism/evaluation``.
+        out_dir: where ``organism_ablation.html`` and ``organism_knowledge.html`` (and PNGs) go.
+        png: also write PNGs.
+
+    Returns:
+        The files written, by name (``organism_ablation_html``, ``organism_knowledge_png``, ...).
+    """
+    import pandas as pd
+
+    from slm_transformerlens.organism.report import knowledge_vs_transcription
+    from slm_transformerlens.viz.html import save_chart
+    from slm_transformerlens.viz.organism import ablation_chart, knowledge_chart
+
+    evaluation, out = Path(evaluation), Path(out_dir)
+    curves = pd.read_csv(evaluation / "curves.csv")
+    knowledge = json.loads((evaluation / "knowledge.json").read_text(encoding="utf-8"))
+    charts = {
+        "organism_ablation": ablation_chart(curves),
+        "organism_knowledge": knowledge_chart(knowledge_vs_transcription(curves, knowledge)),
+    }
+    files = {}
+    for name, chart in charts.items():
+        for suffix in ("html", "png") if png else ("html",):
+            files[f"{name}_{suffix}"] = save_chart(chart, out / f"{name}.{suffix}")
+    return files
 
 
 def run_organism_demo(
@@ -42,7 +88,9 @@ def run_organism_demo(
         "SIMS recipe (text-LM pretraining, then interleaved speech-text training with slamkit Poisson spans) "
         "on espeak-ng speech quantised into 200 k-means units at 25 Hz. Spoken words are a held-out voice "
         "speaking held-out sentences. See organism_results.md for all organisms (ablations), chance "
-        "controls and spoken-knowledge accuracy, and slm_transformerlens/data/organism/MODEL_CARD.md.",
+        "controls and spoken-knowledge accuracy"
+        + (" (drawn in organism_ablation.html and organism_knowledge.html)" if charts else "")
+        + ", and slm_transformerlens/data/organism/MODEL_CARD.md.",
         "Read-out: the logits max-pooled over each word's unit span (positions='max', the paper's reported "
         "read-out), content words only (the default stop list). Read at the last unit alone, the organism's "
         "transcription rate stays near its shuffled control; organism_results.md reads 'any' position.",
@@ -59,8 +107,22 @@ def run_organism_demo(
         progress=progress,
         protocol=LensProtocol(positions="max", modalities=None, word_filter=WordFilter()),
     )
-    evaluation = shipped_root() / "evaluation"
-    for source, target in (("results.md", "organism_results.md"), ("curves.csv", "organism_curves.csv")):
-        if (evaluation / source).is_file():
-            shutil.copy(evaluation / source, Path(out_dir) / target)
+    evaluation, out = shipped_root() / "evaluation", Path(out_dir)
+    files = {"organism_curves": Path(shutil.copy(evaluation / "curves.csv", out / "organism_curves.csv"))}
+    if charts:
+        files |= write_organism_charts(evaluation, out, png=png)
+    results = (evaluation / "results.md").read_text(encoding="utf-8").rstrip("\n")
+    listed = [
+        f"- `{path.name}`: {what}"
+        for name, path in files.items()
+        for chart, what in _CHARTS.items()
+        if name.startswith(chart)
+    ]
+    if listed:
+        results += "\n\n## Charts\n\n" + "\n".join(listed)
+    files["organism_results"] = out / "organism_results.md"
+    files["organism_results"].write_text(results + "\n", encoding="utf-8")
+    with result.report.open("a", encoding="utf-8") as report:  # its last section lists the files
+        report.writelines(f"- `{path.name}` ({name})\n" for name, path in files.items())
+    result.files.update(files)
     return result

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -163,23 +164,32 @@ def shuffled_target_hits(
 
 
 def frequency_prior_hits(
-    table: pd.DataFrame, ks: Sequence[int], *, metric: str = "transcription"
+    table: pd.DataFrame,
+    ks: Sequence[int],
+    *,
+    metric: str = "transcription",
+    ranking: Sequence[int] | None = None,
 ) -> dict[int, np.ndarray]:
     """Frequency-prior hits per row and per ``k``: the target set meets the ``k`` most frequent target ids.
 
     Target ids are counted once per word of the table (a word's whole target set); the ranking is fixed
     for the dataset (ties: smaller id first), so it is the same for every layer.
+
+    Args:
+        ranking: token ids, most frequent first, to use instead of the table's own ranking (e.g. the
+            frequencies of a training text: an out-of-sample prior rather than the in-sample upper bound).
     """
     ids_column, rank_column = _columns(table, metric, need_top=False)
-    words = table.drop_duplicates(_word_key(table))
-    counts: Counter[int] = Counter()
-    for ids in words[ids_column]:
-        counts.update(set(_id_list(ids)))
-    ranking = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if ranking is None:
+        words = table.drop_duplicates(_word_key(table))
+        counts: Counter[int] = Counter()
+        for ids in words[ids_column]:
+            counts.update(set(_id_list(ids)))
+        ranking = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     valid = table[rank_column].notna().to_numpy()
     out = {}
     for k in ks:
-        top = set(ranking[: int(k)])
+        top = {int(i) for i in ranking[: int(k)]}
         hits = np.asarray([float(bool(top & set(_id_list(ids)))) for ids in table[ids_column]])
         out[int(k)] = np.where(valid, hits, np.nan)
     return out
@@ -238,20 +248,40 @@ def cluster_bootstrap(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    draw: Literal["weights", "indices"] = "weights",
 ) -> tuple[float, float]:
     """Percentile interval of a rate when whole clusters (utterances, word types) are resampled.
 
     Each bootstrap draw takes ``C`` clusters with replacement (``C`` = number of clusters) and computes
     ``sum(hits) / sum(rows)`` over them. NaN hits are ignored; NaN interval when nothing is left.
+    ``hits`` may be any per-row values (e.g. probability masses): the interval is then that of their mean.
+
+    Args:
+        draw: how the random resamples are drawn; both are the same bootstrap (a uniform multinomial over
+            the clusters), from different random streams. ``"weights"``: one multinomial count vector per
+            resample (as :func:`cluster_intervals`); ``"indices"``: ``C`` cluster indices per resample
+            (``rng.integers``), the stream of the organism evaluation
+            (:mod:`slm_transformerlens.organism.evaluate`), whose shipped numbers it reproduces.
     """
     h = np.asarray(hits, dtype=np.float64)
-    c = pd.Series(np.asarray(clusters, dtype=object))
     valid = ~np.isnan(h)
     if not valid.any():
         return float("nan"), float("nan")
-    per = pd.DataFrame({"c": c[valid].to_numpy(), "h": h[valid]}).groupby("c")["h"].agg(["sum", "count"])
-    weights = np.random.default_rng(seed).multinomial(len(per), np.full(len(per), 1 / len(per)), size=n_boot)
-    return _percentiles(weights, per["sum"].to_numpy(), per["count"].to_numpy(), confidence)
+    codes, _ = pd.factorize(pd.Series(np.asarray(clusters, dtype=object)[valid]), sort=True)
+    kept = codes >= 0  # rows without a cluster (NaN) are left out
+    if not kept.any():
+        return float("nan"), float("nan")
+    codes = codes[kept]
+    sums = np.bincount(codes, weights=h[valid][kept])
+    counts = np.bincount(codes).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    if draw == "indices":
+        index = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+        return _quantiles(sums[index].sum(1) / counts[index].sum(1), confidence)
+    if draw != "weights":
+        raise LensError(f"unknown bootstrap draw {draw!r}; use 'weights' or 'indices'")
+    weights = rng.multinomial(len(sums), np.full(len(sums), 1 / len(sums)), size=n_boot)
+    return _percentiles(weights, sums, counts, confidence)
 
 
 def _percentiles(
@@ -259,10 +289,15 @@ def _percentiles(
 ) -> tuple[float, float]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = (weights @ sums) / (weights @ counts)
+    return _quantiles(rates, confidence)
+
+
+def _quantiles(rates: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of the finite bootstrap ``rates`` (linear interpolation)."""
     rates = rates[np.isfinite(rates)]
     if not len(rates):
         return float("nan"), float("nan")
-    alpha = (1 - confidence) / 2
+    alpha = round((1 - confidence) / 2, 12)  # 0.025, not 0.025000000000000022
     return float(np.quantile(rates, alpha)), float(np.quantile(rates, 1 - alpha))
 
 

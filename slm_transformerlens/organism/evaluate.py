@@ -17,8 +17,15 @@ text-restricted ranks and the full view):
   counterfactual completion scored by the mean log-probability of the completion's units (slamkit's
   length-normalised likelihood), and the same on text.
 
-The chance controls are kept small and self-contained here; the protocol module's controls can replace
-them.
+The frequency prior and the cluster bootstrap are :mod:`slm_transformerlens.lens.controls`' own
+(:func:`~slm_transformerlens.lens.controls.frequency_prior_hits` with the training text's ranking, and
+:func:`~slm_transformerlens.lens.controls.cluster_bootstrap` with index draws, which reproduce the shipped
+numbers exactly). The shuffled-target control is not the lens one
+(:func:`~slm_transformerlens.lens.controls.shuffled_target_hits`): it permutes the content words of the
+span table and reads the model again (:func:`shuffled_words`), so the span read-out (``any`` position,
+which the lens control leaves NaN) and the last-unit read-out get a control with the same pooling; and
+content words are the corpus' (:func:`~slm_transformerlens.organism.corpus.is_content_word`), not
+:class:`~slm_transformerlens.lens.controls.WordFilter`'s stop list.
 """
 
 from __future__ import annotations
@@ -33,29 +40,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from slm_transformerlens.lens.controls import cluster_bootstrap, frequency_prior_hits
 from slm_transformerlens.organism.build import load_renderings
 from slm_transformerlens.organism.corpus import is_content_word
 
-__all__ = ["cluster_bootstrap", "evaluate_all", "evaluate_checkpoint", "peak_difference", "shuffled_words"]
+__all__ = ["evaluate_all", "evaluate_checkpoint", "peak_difference", "shuffled_words"]
 
 K = 10
 
 
-def cluster_bootstrap(
-    values: np.ndarray, clusters: np.ndarray, *, n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of ``values`` and its 95% percentile interval when whole ``clusters`` are resampled."""
+def _mean_interval(values: np.ndarray, clusters: np.ndarray, *, seed: int) -> tuple[float, float, float]:
+    """Mean of ``values`` and its 95% interval when whole ``clusters`` are resampled
+    (:func:`~slm_transformerlens.lens.controls.cluster_bootstrap`, index draws)."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    _, index = np.unique(clusters, return_inverse=True)
-    sums = np.bincount(index, weights=values)
-    counts = np.bincount(index).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    draw = rng.integers(0, len(sums), size=(n_boot, len(sums)))
-    boot = sums[draw].sum(1) / counts[draw].sum(1)
-    low, high = np.percentile(boot, [2.5, 97.5])
-    return float(values.mean()), float(low), float(high)
+    low, high = cluster_bootstrap(values, clusters, seed=seed, draw="indices")
+    return float(values.mean()), low, high
 
 
 def peak_difference(
@@ -148,9 +149,9 @@ def _table(model: Any, batches: list[Any], spans_list: list[pd.DataFrame]) -> pd
     return table
 
 
-def _frequency_prior(data_dir: Path, tokenizer: Any) -> set[int]:
-    """The best constant top-10 guess for content words: the 10 most frequent first sub-tokens of the
-    content words of the training text."""
+def _frequency_prior(data_dir: Path, tokenizer: Any) -> list[int]:
+    """The first sub-tokens of the training text's content words, most frequent first: its first 10 are
+    the best constant top-10 guess for content words."""
     corpus = json.loads((data_dir / "corpus.json").read_text())
     if "content_counts" in corpus:  # a packaged evaluation set keeps only the counts
         counts: Counter[str] = Counter(corpus["content_counts"])
@@ -159,7 +160,7 @@ def _frequency_prior(data_dir: Path, tokenizer: Any) -> set[int]:
     firsts: Counter[int] = Counter()
     for word, count in counts.items():
         firsts[tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]] += count
-    return {t for t, _ in firsts.most_common(K)}
+    return [t for t, _ in firsts.most_common()]
 
 
 def _rates(
@@ -180,7 +181,7 @@ def _rates(
 def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
     rows = []
     for layer, g in hits.groupby("layer"):
-        mean, low, high = cluster_bootstrap(g["hit"].to_numpy(), g["utterance"].to_numpy(), seed=seed)
+        mean, low, high = _mean_interval(g["hit"].to_numpy(), g["utterance"].to_numpy(), seed=seed)
         rows.append(
             {
                 "metric": metric,
@@ -295,8 +296,9 @@ def evaluate_checkpoint(
         target = "target_id" if rank == "rank" else "next_target_id"
         t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w)) & t[target].notna()]
         t = t.drop_duplicates(["utterance", "word_index"])
-        hit = t[target].astype("int64").isin(prior).astype(float).to_numpy()
-        mean, low, high = cluster_bootstrap(hit, t["utterance"].to_numpy(), seed=seed)
+        metric = "transcription" if rank == "rank" else "next_word"
+        hit = frequency_prior_hits(t, [K], metric=metric, ranking=prior)[K]
+        mean, low, high = _mean_interval(hit, t["utterance"].to_numpy(), seed=seed)
         curves.append(
             {
                 "metric": name + "_prior",
@@ -310,7 +312,7 @@ def evaluate_checkpoint(
     full = true_table[true_table["view"] == "full"]
     for group in [c for c in full.columns if c.startswith("mass_")]:
         for layer, g in full.groupby("layer"):
-            mean, low, high = cluster_bootstrap(g[group].to_numpy(), g["utterance"].to_numpy(), seed=seed)
+            mean, low, high = _mean_interval(g[group].to_numpy(), g["utterance"].to_numpy(), seed=seed)
             curves.append(
                 {
                     "metric": group,

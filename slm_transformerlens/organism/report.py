@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
-__all__ = ["acceptance", "format_results", "layer_table", "peak_summary"]
+from slm_transformerlens.lens.metrics import wilson_interval
+
+__all__ = ["acceptance", "format_results", "knowledge_vs_transcription", "layer_table", "peak_summary"]
 
 _LAYER_METRICS = (
     "transcription_span",
@@ -67,6 +73,48 @@ def peak_summary(curves: pd.DataFrame) -> pd.DataFrame:
                 "mass_text_last": float(_row(curves, model, "mass_text", last)["rate"]),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def knowledge_vs_transcription(
+    curves: pd.DataFrame, knowledge: Mapping[str, Mapping[str, Any]], *, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Per model: the transcription peak with its interval beside spoken and written fact accuracy.
+
+    Args:
+        curves: the evaluation's ``curves.csv``.
+        knowledge: the evaluation's ``knowledge.json`` (``speech_accuracy``, ``speech_n``,
+            ``text_accuracy``, ``text_n`` per model); models missing from it are left out.
+        confidence: of the accuracies' Wilson intervals (a tie counts as half a correct answer).
+
+    Returns:
+        Columns ``model, transcription_peak_layer, transcription_peak, transcription_ci_low,
+        transcription_ci_high`` (the cluster-bootstrap interval of ``curves``), ``spoken_knowledge,
+        spoken_ci_low, spoken_ci_high, n_facts, written_knowledge, written_ci_low, written_ci_high,
+        n_written``; chance is 0.5.
+    """
+    rows = []
+    for model, peak in peak_summary(curves).set_index("model").iterrows():
+        if model not in knowledge:
+            continue
+        facts = knowledge[model]
+        row: dict[str, Any] = {
+            "model": model,
+            "transcription_peak_layer": int(peak["transcription_peak_layer"]),
+            "transcription_peak": float(peak["transcription_peak"]),
+            "transcription_ci_low": float(peak["transcription_ci"][0]),
+            "transcription_ci_high": float(peak["transcription_ci"][1]),
+        }
+        for name, key, n_name in (("spoken", "speech", "n_facts"), ("written", "text", "n_written")):
+            accuracy, n = float(facts[f"{key}_accuracy"]), int(facts[f"{key}_n"])
+            low, high = wilson_interval(np.asarray(accuracy * n), n, confidence)  # a tie is half a hit
+            row |= {
+                f"{name}_knowledge": accuracy,
+                f"{name}_ci_low": float(low),
+                f"{name}_ci_high": float(high),
+                n_name: n,
+            }
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -148,18 +196,9 @@ def format_results(
     summary = peak_summary(curves)
     lines = ["## Peaks (content words, top-10, text-restricted ranks)", "", _markdown(summary), ""]
     if knowledge:
-        rows = [
-            {
-                "model": model,
-                "transcription_peak": float(peak),
-                "spoken_knowledge": knowledge[model]["speech_accuracy"],
-                "written_knowledge": knowledge[model]["text_accuracy"],
-                "n_facts": knowledge[model]["speech_n"],
-            }
-            for model, peak in zip(summary["model"], summary["transcription_peak"], strict=True)
-            if model in knowledge
-        ]
-        lines += ["## Spoken knowledge vs transcription (chance 0.5)", "", _markdown(pd.DataFrame(rows)), ""]
+        columns = ["model", "transcription_peak", "spoken_knowledge", "written_knowledge", "n_facts"]
+        table = knowledge_vs_transcription(curves, knowledge)[columns]
+        lines += ["## Spoken knowledge vs transcription (chance 0.5)", "", _markdown(table), ""]
     for model in summary["model"]:
         lines += [f"### {model}", "", _markdown(layer_table(curves, model), index=True), ""]
     if differences:

@@ -124,6 +124,10 @@ def test_frequency_prior_by_hand():
     np.testing.assert_array_equal(
         hits[2], [1, 1, 1, 1, np.nan]
     )  # top-2 = 5 and 7 (tie with 8, 9: smaller id)
+    # a ranking from elsewhere (e.g. training-text frequencies) replaces the table's own
+    given = frequency_prior_hits(table, [1, 2], ranking=[9, 7, 5])
+    np.testing.assert_array_equal(given[1], [0, 0, 0, 0, np.nan])  # top-1 = id 9: only the rankless dog
+    np.testing.assert_array_equal(given[2], [0, 1, 0, 0, np.nan])  # top-2 = 9 and 7
 
 
 def test_cluster_bootstrap_is_wider_than_wilson_for_clustered_hits():
@@ -135,6 +139,21 @@ def test_cluster_bootstrap_is_wider_than_wilson_for_clustered_hits():
     assert low < 0.5 < high
     assert (high - low) > 2 * (w_high - w_low)
     assert cluster_bootstrap([1.0, 1.0], [0, 1]) == (1.0, 1.0)
+
+
+def test_cluster_bootstrap_index_draws_are_the_classic_bootstrap():
+    rng = np.random.default_rng(5)
+    values = rng.random(300)  # any per-row values: their mean's interval
+    clusters = rng.integers(0, 40, 300)
+    # by hand: 40 cluster indices per resample, the ratio of summed values to summed rows
+    _, index = np.unique(clusters, return_inverse=True)
+    sums, counts = np.bincount(index, weights=values), np.bincount(index).astype(float)
+    draws = np.random.default_rng(7).integers(0, 40, size=(500, 40))
+    expected = np.percentile(sums[draws].sum(1) / counts[draws].sum(1), [2.5, 97.5])
+    got = cluster_bootstrap(values, clusters, n_boot=500, seed=7, draw="indices")
+    assert got == (float(expected[0]), float(expected[1]))  # bit for bit
+    weights = cluster_bootstrap(values, clusters, n_boot=500, seed=7)  # the other stream, same bootstrap
+    assert got != weights and np.allclose(got, weights, atol=0.02)
 
 
 def test_word_filter_removes_stop_words_and_frequent_types():
