@@ -97,7 +97,9 @@ def assert_same_readout(a, b) -> None:
 @pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
 def test_fast_equals_fp32_on_near_ties(own_model, fmt, monkeypatch) -> None:
     """fp16 pieces hold every bf16 / fp16 unembedding; bf16 pieces are the other format (formats=...)."""
-    monkeypatch.setattr(base_module, "split_unembedding", functools.partial(split_unembedding, formats=(fmt,)))
+    monkeypatch.setattr(
+        base_module, "split_unembedding", functools.partial(split_unembedding, formats=(fmt,))
+    )
     weight, h, targets, top_clusters = near_tie_problem(own_model)
     set_unembedding(own_model, weight)
     lens = LogitLens(own_model)
