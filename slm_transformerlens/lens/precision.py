@@ -109,7 +109,10 @@ def reduced_float32_matmul() -> str | None:
         default = getattr(torch.backends, "fp32_precision", "none")
         for name, value in (
             ("torch.backends.cuda.matmul.fp32_precision", matmul.fp32_precision),
-            ("torch.backends.mkldnn.matmul.fp32_precision", torch.backends.mkldnn.matmul.fp32_precision),
+            (
+                "torch.backends.mkldnn.matmul.fp32_precision",
+                getattr(getattr(torch.backends.mkldnn, "matmul", None), "fp32_precision", "none"),
+            ),
         ):
             effective = default if value == "none" else value
             if effective not in ("none", "ieee"):

@@ -204,3 +204,15 @@ def test_tf32_setting_is_named_once(spiritlm_model, monkeypatch) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read(spiritlm_model, lens, h, torch.tensor([[5, -1]] * 3), "fp32")
+
+
+def test_reduced_float32_matmul_names_the_setting() -> None:
+    from slm_transformerlens.lens.precision import reduced_float32_matmul
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert "tf32" in (reduced_float32_matmul() or "")
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert (reduced_float32_matmul() is None) == (saved == "highest")
