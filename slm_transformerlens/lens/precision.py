@@ -10,7 +10,7 @@ Every lens read-out multiplies float32 normalised vectors ``x`` (``[rows, d_mode
   of it, which changes no logit beyond float32 rounding), ``x`` is split into 16-bit pieces
   ``x = x_1 + x_2 [+ x_3] + r``, and ``logits = sum_i x_i W^T``, the first piece's product summed over
   blocks of :data:`K_BLOCK` columns. Every product of a piece and a weight is exact in float32 (at most
-  11 + 11 significant bits), so nothing is rounded to 16 bits: the logits are the exact dot products of
+  22 significant bits; float32 holds 24), so nothing is rounded to 16 bits: the logits are the exact dot products of
   the float32 inputs up to float32 accumulation rounding (as the fp32 product's are) and the remainder
   ``r``: zero for three bf16 pieces, and for two fp16 pieces at most ``2**-22`` of each component (or
   ``2**-39`` of the row's largest component, for tiny ones), so ``|r . W_v|`` stays below
@@ -24,13 +24,15 @@ which the fp32 product itself does not order reliably: measured on an H200 (8,19
 128,758 tokens, bf16 weights) against float64 logits, the fp32 product is off by 1.2e-6 rms (2.0e-5 at
 most) and ranks 32 of 1,024 mid-vocabulary targets differently from float64; "fast" with fp16 pieces is
 off by 1.2e-6 rms (7.8e-6 at most) and misranks 29, in 79 ms instead of 162 ms (bf16 pieces: 1.0e-6,
-26, 105 ms). Probabilities agree to float32 rounding of the logits (about 1e-7 relative per logit unit).
+26, 105 ms). A probability ``p = exp(l - log Z)`` moves by about ``p * |dl|`` for a logit error ``dl``,
+so both read-outs' probabilities are within a few ``1e-6`` of exact (and of each other) at these errors.
 
-Why not a plain bf16 product plus a float32 recheck of "ambiguous" tokens: its error (3e-3 rms here;
-a rigorous bound is 0.5 logit) is much larger than the spacing of logits in a 128k vocabulary, about
-50,000 tokens per logit unit around a mid-ranked target. It changed 8,083 of 8,192 mid-vocabulary ranks
-and 1,542 of 8,192 top-10 lists above, and an exact recheck would have to recompute thousands of tokens
-per row, as much work as the float32 product.
+Why not a plain bf16 product plus a float32 recheck of "ambiguous" tokens: its error (up to 1e-2 logit
+in the measurement above; a rigorous bound, ``2**-7 * |x| * max_v |W_v|``, is 0.5 logit) is much larger
+than the spacing of logits in a 128k vocabulary, about 50,000 tokens per logit unit around a mid-ranked
+target. It changed 8,083 of the fp32 product's 8,192 mid-vocabulary ranks and 1,542 of its 8,192 top-10
+lists, and an exact recheck would recompute thousands of tokens per row, as much work as the fp32
+product; the split products need no recheck.
 """
 
 from __future__ import annotations
