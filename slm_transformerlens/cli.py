@@ -55,7 +55,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
     from slm_transformerlens.apps.run import RunItem, checkpoint_fingerprint, run_analysis
     from slm_transformerlens.errors import SpeechInputError
-    from slm_transformerlens.lens import LensError, TunedLens
+    from slm_transformerlens.lens import LensError, LogitLens, TunedLens
     from slm_transformerlens.speech.dataset import expand_inputs
 
     if args.k < 1:
@@ -86,7 +86,7 @@ def _analyze(args: argparse.Namespace) -> int:
         read_item=read_item,
         settings=settings,
         protocol=_protocol(args, modalities=None),
-        make_lens=partial(_tuned_lens, args.tuned_lens, TunedLens),
+        make_lens=partial(_make_lens, args.tuned_lens, TunedLens, LogitLens, args.readout_precision),
         device=args.device,
         split=bool(args.device_map or args.n_devices),
         batch_tokens=args.batch_tokens,
@@ -110,6 +110,16 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _tuned_lens(path: str | None, loader: Any, model: Any) -> Any:
     return loader.load(path, model) if path else None
+
+
+def _make_lens(path: str | None, loader: Any, logit_lens: Any, precision: str, model: Any) -> Any:
+    """The tuned lens at ``path`` (or the logit lens) reading at ``precision`` (``auto``: the device's default)."""
+    lens = _tuned_lens(path, loader, model)
+    if precision == "auto":
+        return lens
+    lens = lens if lens is not None else logit_lens(model)
+    lens.readout_precision = precision
+    return lens
 
 
 def _load_model(args: argparse.Namespace, path: str, device: str | None = None) -> Any:
@@ -427,6 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tuned-lens", help="a tuned lens folder saved by TunedLens.save (default: logit lens)"
     )
     _add_device_options(analyze)
+    analyze.add_argument(
+        "--readout-precision",
+        default="auto",
+        choices=["auto", "fp32", "fast"],
+        help="lens read-out logits: fp32 (one float32 product), fast (the same float32 logits from exact "
+        "split fp16 tensor-core products; a bf16/fp16 model, ranks equal but for float32 near-ties) or "
+        "auto (default: fast on CUDA, fp32 on the CPU)",
+    )
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_protocol_options(analyze, k_and_seed=False)
     _add_output_options(analyze, "out/analyze")

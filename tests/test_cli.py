@@ -105,3 +105,15 @@ def test_help_and_argument_errors_are_instant(argv: list[str]) -> None:
     assert result.returncode == (0 if argv == ["--help"] else 2), result.stderr
     assert "slm-lens" in result.stdout + result.stderr
     assert elapsed < 2.0, f"slm-lens {' '.join(argv)} took {elapsed:.2f} s"
+
+
+def test_analyze_readout_precision_reaches_the_lens(spiritlm_model) -> None:
+    from slm_transformerlens.cli import _make_lens, build_parser
+    from slm_transformerlens.lens import LogitLens, TunedLens
+
+    args = build_parser().parse_args(["analyze", "ckpt", "a.json", "--readout-precision", "fast"])
+    assert args.readout_precision == "fast"
+    assert build_parser().parse_args(["analyze", "ckpt", "a.json"]).readout_precision == "auto"
+    lens = _make_lens(None, TunedLens, LogitLens, "fp32", spiritlm_model)
+    assert isinstance(lens, LogitLens) and lens.readout_precision == "fp32"
+    assert _make_lens(None, TunedLens, LogitLens, "auto", spiritlm_model) is None  # the analysis' default

@@ -115,10 +115,13 @@ def read_plan(
     chunk_size: int | None,
     namer: TokenNamer | None,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
+    readout_precision: str | None = None,
 ) -> pd.DataFrame:
     """One forward pass keeping the plan's rows, every ``(layer, site)`` read through ``lens``, one frame.
 
     ``rows`` is ``plan.rows`` with any extra columns the caller wants carried into the frame.
+    ``readout_precision``: ``"fp32"``, ``"fast"`` or ``None`` (the lens' own), see
+    :func:`~slm_transformerlens.lens.readout.read_vectors`.
 
     Raises:
         LensError: an invalid ``top_k``, site or target (checked before the forward pass).
@@ -145,6 +148,7 @@ def read_plan(
         describe_row=describe_row,
         groups=plan.member_row if plan.mode in POOLED_MODES else None,
         pool=plan.mode if plan.mode in POOLED_MODES else None,
+        readout_precision=readout_precision,
     )
     return readout_frame(rows, readouts, group_names=vocab.group_names, namer=namer)
 
@@ -165,6 +169,7 @@ def lens_table(
     chunk_size: int | None = None,
     token_strings: bool = True,
     plan: ReadoutPlan | None = None,
+    readout_precision: str | None = None,
 ) -> pd.DataFrame:
     """Modality-aware logit (or tuned) lens over one batch, as a tidy DataFrame.
 
@@ -188,6 +193,11 @@ def lens_table(
         chunk_size: rows per unembedding matmul (``None``: 128 on the CPU, larger on a GPU).
         token_strings: add ``top_tokens`` (readable strings; units as ``<Un17>``) and ``top_token``.
         plan: a ready :class:`ReadoutPlan` (overrides ``positions`` / ``modalities``).
+        readout_precision: how the read-outs unembed: ``"fp32"`` (one float32 product), ``"fast"`` (the
+            same float32 logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model;
+            ranks, top-k ids and probabilities are the fp32 read-out's except between logits within
+            float32 rounding, see :mod:`~slm_transformerlens.lens.precision`) or ``None`` (the lens'
+            ``readout_precision``; default ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
 
     Returns:
         One row per (read-out row, layer, site, view): ``batch, position, word_index, word, modality,
@@ -230,4 +240,5 @@ def lens_table(
         chunk_size=chunk_size,
         namer=namer,
         attention_mask=batch.attention_mask,
+        readout_precision=readout_precision,
     )

@@ -29,6 +29,12 @@ from torch import Tensor, nn
 from slm_transformerlens import hooks
 from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.lens.precision import (
+    SplitUnembedding,
+    check_readout_precision,
+    default_readout_precision,
+    split_unembedding,
+)
 from slm_transformerlens.protocols import SpeechLM
 
 __all__ = [
@@ -118,11 +124,20 @@ class Lens(nn.Module, abc.ABC):
 
         lens.logits(resid, layer)                 # resid [..., d_model] from blocks.{layer}.hook_resid_post
         lens.logits(resid, layer, "resid_pre")    # from blocks.{layer}.hook_resid_pre
+
+    ``readout_precision`` is how the analyses (:func:`~slm_transformerlens.lens.lens_table`,
+    :func:`~slm_transformerlens.lens.transcription_table`) unembed: ``"fp32"`` (one float32 product),
+    ``"fast"`` (the same float32 logits from exact split fp16/bf16 tensor-core products, for a bf16 or
+    fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact) or ``None`` (default:
+    ``"fast"`` on CUDA, ``"fp32"`` on the CPU; see :meth:`resolved_readout_precision`).
+    :meth:`logits` is always one float32 product.
     """
 
-    def __init__(self, model: SpeechLM) -> None:
+    def __init__(self, model: SpeechLM, *, readout_precision: str | None = None) -> None:
         super().__init__()
         object.__setattr__(self, "_model", model)
+        self._readout_precision = check_readout_precision(readout_precision)
+        self._split_cache: tuple[Any, SplitUnembedding | None] | None = None
         ln_final = getattr(model, "ln_final", None)
         if not isinstance(ln_final, nn.Module):
             raise LensError(
@@ -137,6 +152,36 @@ class Lens(nn.Module, abc.ABC):
     def model(self) -> Any:
         """The bridge this lens reads (not a registered submodule)."""
         return self._model
+
+    @property
+    def readout_precision(self) -> str | None:
+        """``"fp32"``, ``"fast"`` or ``None`` (the default of :meth:`resolved_readout_precision`); settable."""
+        return self._readout_precision
+
+    @readout_precision.setter
+    def readout_precision(self, value: str | None) -> None:
+        self._readout_precision = check_readout_precision(value)
+
+    def resolved_readout_precision(self, precision: str | None = None) -> str:
+        """The precision a read-out uses: ``precision`` if given, else :attr:`readout_precision`, else the
+        device's default (:func:`~slm_transformerlens.lens.precision.default_readout_precision`:
+        ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
+
+        ``"fast"`` resolves to ``"fp32"`` when this model cannot use it: no 16-bit format holds its
+        unembedding (a float32 model's, usually). Asked for explicitly on the CPU, ``"fast"`` is emulated
+        in float32: the same numbers as on a GPU, slower than ``"fp32"``.
+
+        Raises:
+            LensError: an unknown precision.
+        """
+        chosen = (
+            check_readout_precision(precision)
+            or self._readout_precision
+            or default_readout_precision(self.device)
+        )
+        if chosen == "fast" and self.split_unembedding() is None:
+            return "fp32"
+        return chosen
 
     @property
     def n_layers(self) -> int:
@@ -182,19 +227,52 @@ class Lens(nn.Module, abc.ABC):
         if self._w_cache is None or self._w_cache[0] != key:
             weight = w_tl.detach().T
             self._w_cache = (key, weight if weight.dtype == torch.float32 else weight.float())
+        return self._w_cache[1], self._unembedding_bias()
+
+    def _unembedding_bias(self) -> Tensor | None:
         b = getattr(self._model, "b_U", None)
         bkey = None if b is None else (b.data_ptr(), b._version)
         if self._b_cache is None or self._b_cache[0] != bkey:
             bias = None if b is None or not bool(b.detach().any()) else b.detach().float()
             self._b_cache = (bkey, bias)
-        return self._w_cache[1], self._b_cache[1]
+        return self._b_cache[1]
 
-    def unembed(self, x: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-        """Normalised vectors -> float32 logits (with the adapter's output transform, e.g. softcap)."""
-        weight, bias = self.unembedding()
-        logits = F.linear(x.float().to(weight.device), weight, bias)
-        transform = getattr(getattr(self._model, "adapter", None), "apply_output_logits_transform", None)
+    def split_unembedding(self) -> SplitUnembedding | None:
+        """The unembedding held exactly in fp16 or bf16 for ``"fast"`` read-outs (cached), or ``None``.
+
+        ``None`` when neither format holds it exactly (a float32 model's unembedding usually).
+        """
+        w_tl = self._model.W_U
+        b = getattr(self._model, "b_U", None)
+        key = (w_tl.data_ptr(), w_tl._version, w_tl.dtype, tuple(w_tl.shape), w_tl.device)
+        key = (*key, None if b is None else (b.data_ptr(), b._version))
+        if self._split_cache is None or self._split_cache[0] != key:
+            self._split_cache = None  # free the previous copy first
+            self._split_cache = (key, split_unembedding(w_tl.detach().T, self._unembedding_bias()))
+        return self._split_cache[1]
+
+    def unembed(
+        self, x: Float[Tensor, "... d_model"], *, precision: str = "fp32"
+    ) -> Float[Tensor, "... d_vocab"]:
+        """Normalised vectors -> float32 logits (with the adapter's output transform, e.g. softcap).
+
+        ``precision="fp32"``: one float32 product (it follows torch's float32 matmul setting; see
+        :func:`~slm_transformerlens.lens.precision.reduced_float32_matmul`); ``"fast"``: the same logits
+        from exact split half-precision products where :meth:`split_unembedding` allows it (else float32),
+        see :mod:`~slm_transformerlens.lens.precision`.
+        """
+        lead = x.shape[:-1]
+        split = self.split_unembedding() if check_readout_precision(precision) == "fast" else None
+        if split is not None:
+            logits = split(x.reshape(-1, x.shape[-1]).to(self.device)).reshape(*lead, -1)
+        else:
+            weight, bias = self.unembedding()
+            logits = F.linear(x.float().to(weight.device), weight, bias)
+        transform = self._output_transform()
         return transform(logits).float() if callable(transform) else logits
+
+    def _output_transform(self) -> Any:
+        return getattr(getattr(self._model, "adapter", None), "apply_output_logits_transform", None)
 
     def normalized(self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post") -> Tensor:
         """``final_norm(transform_hidden(h))`` in float32 on :attr:`device` (what :meth:`unembed` consumes)."""

@@ -17,10 +17,12 @@ class LogitLens(Lens):
     Example:
         >>> lens = LogitLens(model)  # doctest: +SKIP
         >>> logits = lens.logits(cache["blocks.5.hook_resid_post"], layer=5)  # doctest: +SKIP
+
+    ``readout_precision`` (``"fp32"``, ``"fast"``, ``None``): see :class:`~slm_transformerlens.lens.Lens`.
     """
 
-    def __init__(self, model: SpeechLM) -> None:
-        super().__init__(model)
+    def __init__(self, model: SpeechLM, *, readout_precision: str | None = None) -> None:
+        super().__init__(model, readout_precision=readout_precision)
 
     def transform_hidden(
         self, h: Float[Tensor, "... d_model"], layer: int, site: str = "resid_post"

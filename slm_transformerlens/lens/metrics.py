@@ -113,6 +113,7 @@ def transcription_table(
     progress: bool = True,
     total: int | None = None,
     batch_tokens: int | None = None,
+    readout_precision: str | None = None,
 ) -> pd.DataFrame:
     """Current-word (transcription) and next-word ranks per word and layer over a dataset.
 
@@ -140,6 +141,11 @@ def transcription_table(
             right-padded with an attention mask. The table is the same as one item at a time (same rows,
             same order; ranks equal, probabilities within float rounding). ``None`` (default): one item
             per forward pass.
+        readout_precision: ``"fp32"`` (one float32 product per chunk), ``"fast"`` (the same float32
+            logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model: ranks, hits and
+            top-k ids are the fp32 read-out's except between logits within float32 rounding,
+            probabilities within about 1e-6; see :mod:`~slm_transformerlens.lens.precision`) or ``None``
+            (the lens' ``readout_precision``; default ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
 
     Returns:
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,
@@ -215,6 +221,7 @@ def transcription_table(
             chunk_size=chunk_size,
             namer=namer,
             attention_mask=batch.attention_mask,
+            readout_precision=readout_precision,
         )
 
     frames: list[pd.DataFrame] = []

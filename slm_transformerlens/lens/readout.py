@@ -1,9 +1,12 @@
 """Streamed read-out reductions: from residual vectors to ranks, probabilities, top-k and masses.
 
 :func:`read_vectors` takes ``[rows, d_model]`` residual vectors of one ``(layer, site)``, and for each
-chunk of rows computes the float32 logits over the full vocabulary, reduces them at once (per view:
-entropy, top-k, group masses, target ranks and probabilities) and drops them. Nothing of size
-``rows x d_vocab`` outlives a chunk, so memory grows with ``layers x rows x k``.
+chunk of rows computes the float32 logits over the full vocabulary (one float32 product, or with
+``readout_precision="fast"`` the same logits from exact split half-precision products, see
+:mod:`~slm_transformerlens.lens.precision`), reduces them at once (per view: entropy, top-k, group
+masses, target ranks and probabilities) and drops them. Nothing of size ``rows x d_vocab`` outlives a
+chunk, so memory grows with ``layers x rows x k``; results stay on the device until the end, and the
+non-finite check is read once per call, so a read-out synchronises with the host once.
 
 Views restrict the softmax to a sub-vocabulary: ``full`` (everything), ``text``, ``speech`` (masks
 from :class:`~slm_transformerlens.vocab.SpeechVocab`) or any boolean mask. Ranks are 0-based and count
@@ -13,6 +16,7 @@ case variants or prefix tokens) gets the best rank of its members and the SUM of
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -24,7 +28,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from slm_transformerlens.checks import check_finite_logits
+from slm_transformerlens.errors import NonFiniteError
 from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.lens.precision import reduced_float32_matmul
 from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = [
@@ -184,6 +190,7 @@ def read_many(
     describe_row: Callable[[int], str] | None = None,
     groups: Int[Tensor, " members"] | None = None,
     pool: str | None = None,
+    readout_precision: str | None = None,
 ) -> dict[tuple[int, str], dict[str, ViewReadout]]:
     """:func:`read_vectors` for many ``(layer, site)`` at once, sharing the unembedding matmuls.
 
@@ -192,6 +199,8 @@ def read_many(
     Every key must have the same rows (``targets`` apply to each of them). ``describe_row(i)`` names row
     ``i`` (e.g. its batch and position) in the error raised for non-finite logits. With ``groups`` /
     ``pool`` every key holds the same member vectors, pooled into rows as :func:`read_vectors` describes.
+    ``readout_precision``: ``"fp32"``, ``"fast"`` or ``None`` (the lens' own), see :func:`read_vectors`.
+    Non-finite logits are checked with one host synchronisation for all keys.
     """
     keys = list(vectors)
     if not keys:
@@ -223,6 +232,7 @@ def read_many(
         describe_row=describe,
         groups=all_groups,
         pool=pool,
+        readout_precision=readout_precision,
     )
     out: dict[tuple[int, str], dict[str, ViewReadout]] = {}
     for i, key in enumerate(keys):
@@ -273,6 +283,36 @@ def _segments(
     return _Segments(bounds, group_labels.cpu()[[a for a, _ in bounds]].to(torch.long), in_view)
 
 
+def _valid(ids: Int[Tensor, "c m"], mask: Bool[Tensor, " vocab"] | None) -> Bool[Tensor, "c m"]:
+    """Which target ids of each row are in the view (-1 pads)."""
+    valid = ids >= 0
+    return valid if mask is None else valid & mask[ids.clamp(min=0)]
+
+
+def _rank_classes(
+    targets: Mapping[str, Int[Tensor, "rows m"]], views: Mapping[str, Bool[Tensor, " vocab"] | None]
+) -> dict[str, list[tuple[str, ...]]]:
+    """Per target, the views grouped by which of its ids they hold (for every row alike).
+
+    A set's rank in a view counts the view's tokens strictly above its best member in the view, so views
+    that hold the same members share that member and its count per vocabulary segment.
+    """
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for name, ids in targets.items():
+        ids = ids.cpu()
+        groups: list[tuple[Tensor, list[str]]] = []
+        for view, mask in views.items():
+            valid = _valid(ids, None if mask is None else mask.cpu())
+            for seen, members in groups:
+                if torch.equal(seen, valid):
+                    members.append(view)
+                    break
+            else:
+                groups.append((valid, [view]))
+        out[name] = [tuple(members) for _, members in groups]
+    return out
+
+
 def _reduce_segments(
     logits: Float[Tensor, "c vocab"],
     segments: _Segments,
@@ -281,24 +321,36 @@ def _reduce_segments(
     n_groups: int,
     targets: Mapping[str, Int[Tensor, "c m"]],
     membership: Mapping[str, Bool[Tensor, " vocab"] | None],
+    classes: Mapping[str, Sequence[tuple[str, ...]]],
 ) -> dict[str, dict[str, Tensor]]:
-    """All views' reductions from per-segment statistics: about 5 + (target columns) passes over the logits.
+    """All views' reductions from per-segment statistics: about 5 + (targets) passes over the logits.
 
     Per segment ``s``: max ``m_s``, ``S_s = sum exp(l - m_s)``, ``D_s = sum exp(l - m_s) * l``, top-k and,
-    per target column, the count of logits above the target's. A view (a union of segments) combines
-    them exactly: ``log Z = m + log sum_s S_s e^{m_s - m}``, entropy ``= log Z - sum_s D_s e^{m_s - m} / Z``.
+    per target and view class (:func:`_rank_classes`), the count of logits above the set's best member in
+    the view. A view (a union of segments) combines them exactly: ``log Z = m + log sum_s S_s e^{m_s - m}``,
+    entropy ``= log Z - sum_s D_s e^{m_s - m} / Z``; a set's rank ``min_j #{l > l_j} = #{l > max_j l_j}``.
     """
     c, device = logits.shape[0], logits.device
-    columns = {name: t.shape[1] for name, t in targets.items()}
-    all_ids = torch.cat([t.clamp(min=0) for t in targets.values()], 1) if targets else None
-    t_logits = None if all_ids is None else torch.gather(logits, 1, all_ids)  # [c, T]
+    t_logits = {name: torch.gather(logits, 1, t.clamp(min=0)) for name, t in targets.items()}  # [c, m]
+    thresholds: list[Tensor] = []
+    needed: list[set[int]] = []
+    class_of: dict[tuple[str, str], tuple[int, Tensor]] = {}
+    for name, t in targets.items():
+        for views in classes[name]:
+            valid = _valid(t, membership[views[0]])
+            best = torch.where(valid, t_logits[name], float("-inf")).amax(-1)
+            for view in views:
+                class_of[(name, view)] = (len(thresholds), valid)
+            thresholds.append(best.unsqueeze(-1))
+            needed.append({i for view in views for i in segments.in_view[view]})
     widest = max(b - a for a, b in segments.bounds)
     scratch = torch.empty(c, widest, device=device, dtype=logits.dtype)
     n = len(segments.bounds)
     seg_max = torch.empty(n, c, device=device)
     seg_sum = torch.empty(n, c, device=device)
     seg_dot = torch.empty(n, c, device=device)
-    seg_top_vals, seg_top_ids, seg_counts = [], [], []
+    seg_top_vals, seg_top_ids = [], []
+    seg_counts: list[dict[int, Tensor]] = [{} for _ in thresholds]
     for i, (a, b) in enumerate(segments.bounds):
         x = logits[:, a:b]
         m = x.amax(-1)
@@ -308,14 +360,10 @@ def _reduce_segments(
         top = torch.topk(x, min(k, b - a), dim=-1)
         seg_top_vals.append(top.values)
         seg_top_ids.append(top.indices + a)
-        if t_logits is not None:
-            # 0/1 floats summed (exact below 2**24 ids): several times faster than summing a bool tensor
-            above = [
-                torch.gt(x, t_logits[:, j : j + 1], out=scratch[:, : b - a]).sum(-1)
-                for j in range(t_logits.shape[1])
-            ]
-            seg_counts.append(torch.stack(above, -1).to(torch.long))  # [c, T]
-    counts = torch.stack(seg_counts) if seg_counts else None  # [n, c, T]
+        for j, threshold in enumerate(thresholds):
+            if i in needed[j]:
+                # 0/1 floats summed (exact below 2**24 ids): several times faster than summing a bool tensor
+                seg_counts[j][i] = torch.gt(x, threshold, out=scratch[:, : b - a]).sum(-1)
     out: dict[str, dict[str, Tensor]] = {}
     for view, idx in segments.in_view.items():
         sel = torch.as_tensor(idx, device=device)
@@ -337,21 +385,14 @@ def _reduce_segments(
             "top_probs": (top.values - log_z.unsqueeze(-1)).exp(),
             "masses": masses,
         }
-        offset = 0
-        mask = membership[view]
-        for name, t in targets.items():
-            cols = slice(offset, offset + columns[name])
-            offset += columns[name]
-            valid = t >= 0
-            if mask is not None:
-                valid = valid & mask.to(device)[t.clamp(min=0)]
-            assert counts is not None and t_logits is not None
-            view_counts = counts[sel][:, :, cols].sum(0)  # [c, m]
-            big = torch.iinfo(torch.long).max
-            best = torch.where(valid, view_counts, torch.full_like(view_counts, big)).amin(-1)
+        for name in targets:
+            j, valid = class_of[(name, view)]
+            count = torch.stack([seg_counts[j][i] for i in idx]).sum(0).to(torch.long)
             any_valid = valid.any(-1)
-            result[f"r:{name}"] = torch.where(any_valid, best, torch.full_like(best, -1))
-            prob = torch.where(valid, (t_logits[:, cols] - log_z.unsqueeze(-1)).exp(), torch.zeros(()))
+            result[f"r:{name}"] = torch.where(any_valid, count, torch.full_like(count, -1))
+            prob = torch.where(
+                valid, (t_logits[name] - log_z.unsqueeze(-1)).exp(), torch.zeros((), device=device)
+            )
             prob = prob.sum(-1)
             result[f"p:{name}"] = torch.where(any_valid, prob, torch.full_like(prob, float("nan")))
         out[view] = result
@@ -384,12 +425,11 @@ def _reduce_masked(
         }
         for name, ids in targets.items():
             gathered = torch.gather(view_logits, 1, ids.clamp(min=0))  # [c, m]
-            valid = (ids >= 0) & torch.isfinite(gathered)
-            counts = (view_logits.unsqueeze(1) > gathered.unsqueeze(-1)).sum(-1)  # [c, m]
-            big = torch.iinfo(torch.long).max
-            best = torch.where(valid, counts, torch.full_like(counts, big)).amin(-1)
+            valid = _valid(ids, mask)
+            best = torch.where(valid, gathered, float("-inf")).amax(-1, keepdim=True)
+            counts = (view_logits > best).sum(-1)  # the set's rank: tokens above its best member
             any_valid = valid.any(-1)
-            result[f"r:{name}"] = torch.where(any_valid, best, torch.full((c,), -1, device=device))
+            result[f"r:{name}"] = torch.where(any_valid, counts, torch.full((c,), -1, device=device))
             prob = torch.where(valid, (gathered - log_z).exp(), torch.zeros((), device=device)).sum(-1)
             result[f"p:{name}"] = torch.where(any_valid, prob, torch.full_like(prob, float("nan")))
         out[view] = result
@@ -429,6 +469,7 @@ def read_vectors(
     describe_row: Callable[[int], str] | None = None,
     groups: Int[Tensor, " members"] | None = None,
     pool: str | None = None,
+    readout_precision: str | None = None,
 ) -> dict[str, ViewReadout]:
     """Stream residual vectors through a lens and reduce each chunk at once.
 
@@ -462,6 +503,13 @@ def read_vectors(
               top-k and masses are those of the span's LAST position.
 
             A target set (variants) first takes its best member (min rank) at each position.
+        readout_precision: ``"fp32"``, ``"fast"`` or ``None`` (the lens' :attr:`~Lens.readout_precision`);
+            see :mod:`~slm_transformerlens.lens.precision`. Both give the float32 logits' ranks, top-k,
+            probabilities, masses and entropy; "fast" computes the logits in another order (exact split
+            half-precision products), so results differ only between logits within float32 rounding.
+
+    Non-finite logits are flagged on the device chunk by chunk and read once at the end (one host
+    synchronisation per call), then the first bad chunk is recomputed to name the row.
 
     Returns:
         ``{view: ViewReadout}`` on the CPU.
@@ -470,8 +518,10 @@ def read_vectors(
         LensError: ``top_k`` outside ``1..`` the smallest view's size, or target ids outside the vocabulary.
         NonFiniteError: NaN or infinite logits (nothing is ranked from them).
     """
+    precision = lens.resolved_readout_precision(readout_precision)  # builds the "fast" weight (if any) first
+    device = lens.device
     if chunk_size is None:
-        chunk_size = default_chunk_size(lens.unembedding()[0].device, lens.d_vocab)
+        chunk_size = default_chunk_size(device, lens.d_vocab)
     if chunk_size < 1:
         raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
     if (groups is None) != (pool is None) or pool not in (None, "max", "any"):
@@ -485,30 +535,35 @@ def read_vectors(
             "this SpeechVocab belongs to another model"
         )
     check_readout_args(views, targets, top_k=top_k, d_vocab=d_vocab)
+    _warn_reduced_float32(precision)
     where = f"layer {layer} {site}, " if layer is not None else ""
     name_row = describe_row or (lambda row: f"{where}row {row}")
-    weight, _ = lens.unembedding()
-    device = weight.device
     masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
     segments = _segments(masks, group_labels)
+    classes = _rank_classes(targets, views)
     onehot = None
     if segments is None:
         onehot = torch.zeros(d_vocab, n_groups, device=device, dtype=torch.float32)
         onehot[torch.arange(d_vocab, device=device), group_labels.to(device)] = 1.0
+    device_targets = {name: t.to(device) for name, t in targets.items()}
+    device_groups = None if groups is None else groups.to(device)
     k = int(top_k)
-    parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
-    for start, stop, m_start, m_stop in _chunks(n_rows, chunk_size, groups):
+    chunks = _chunks(n_rows, chunk_size, groups)
+
+    def chunk_logits(m_start: int, m_stop: int) -> Tensor:
         h = vectors[m_start:m_stop].to(device)
+        x = h if layer is None else lens.normalized(h, layer, site)
+        return lens.unembed(x, precision=precision)  # [c, V] float32
+
+    parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
+    not_finite: list[Tensor] = []  # one flag per chunk, read once at the end (no host sync per chunk)
+    for start, stop, m_start, m_stop in chunks:
         with torch.no_grad():
-            logits = lens.unembed(h) if layer is None else lens.logits(h, layer, site)  # [c, V] float32
-            check_finite_logits(
-                logits,
-                describe_row=lambda i, start=start, m_start=m_start: name_row(
-                    start + i if groups is None else int(groups[m_start + i])
-                ),
-            )
-            chunk_targets = {name: t[start:stop].to(device) for name, t in targets.items()}
-            local = None if groups is None else (groups[m_start:m_stop] - start).to(device)
+            logits = chunk_logits(m_start, m_stop)
+            low, high = torch.aminmax(logits)
+            not_finite.append(~(torch.isfinite(low) & torch.isfinite(high)))
+            chunk_targets = {name: t[start:stop] for name, t in device_targets.items()}
+            local = None if device_groups is None else device_groups[m_start:m_stop] - start
             if pool == "max":
                 assert local is not None
                 logits = _max_pool(logits, local, stop - start)
@@ -517,7 +572,13 @@ def read_vectors(
                 chunk_targets = {name: t[local] for name, t in chunk_targets.items()}
             if segments is not None:
                 reduced = _reduce_segments(
-                    logits, segments, k=k, n_groups=n_groups, targets=chunk_targets, membership=masks
+                    logits,
+                    segments,
+                    k=k,
+                    n_groups=n_groups,
+                    targets=chunk_targets,
+                    membership=masks,
+                    classes=classes,
                 )
             else:
                 assert onehot is not None
@@ -527,12 +588,24 @@ def read_vectors(
                 reduced = {view: _pool_any(result, local, stop - start) for view, result in reduced.items()}
         for view, result in reduced.items():
             for key, value in result.items():
-                parts[view].setdefault(key, []).append(value.cpu())
+                parts[view].setdefault(key, []).append(value)
+    if not_finite and bool(torch.stack(not_finite).any()):  # the one host sync of the read-out
+        bad = int(torch.nonzero(torch.stack(not_finite).cpu()).flatten()[0])
+        start, _, m_start, m_stop = chunks[bad]
+        with torch.no_grad():
+            logits = chunk_logits(m_start, m_stop)
+        check_finite_logits(
+            logits,
+            describe_row=lambda i: name_row(start + i if groups is None else int(groups[m_start + i])),
+        )
+        raise NonFiniteError(
+            f"lens logits at {name_row(start)} are not finite"
+        )  # not reproduced: still an error
     out = {}
     for view, store in parts.items():
 
         def cat(key: str, store: dict[str, list[Tensor]] = store) -> Tensor:
-            return torch.cat(store[key]) if store.get(key) else torch.zeros(0)
+            return torch.cat(store[key]).cpu() if store.get(key) else torch.zeros(0)
 
         out[view] = ViewReadout(
             entropy=cat("entropy"),
@@ -543,6 +616,22 @@ def read_vectors(
             probs={t: cat(f"p:{t}") for t in targets},
         )
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_reduced_float32(precision: str) -> None:
+    """Warn once when float32 products round their inputs (TF32 / bf16) and the read-out uses them."""
+    reason = reduced_float32_matmul() if precision == "fp32" else None
+    if reason and reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(
+            f"{reason}: float32 matrix products round their inputs to TF32/bf16, so the fp32 lens read-out "
+            "is not float32 (ranks of near-tied tokens change). Set torch.set_float32_matmul_precision('highest') "
+            "or use readout_precision='fast' (exact split products, unaffected by this setting).",
+            stacklevel=3,
+        )
 
 
 def _chunks(
