@@ -32,6 +32,11 @@ def add_organism_parser(commands: Any) -> None:
     train.add_argument(
         "--max-steps", type=int, help="smoke tests only: stop each phase after this many steps"
     )
+    train.add_argument(
+        "--seed",
+        type=int,
+        help="training seed (init, unit rows, order) instead of the recipe's; data unchanged",
+    )
     evaluate = stages.add_parser("evaluate", help="lens curves with chance controls on the held-out voice")
     evaluate.add_argument("--data", default="out/organism/data")
     evaluate.add_argument("--models", default="out/organism/models")
@@ -109,6 +114,7 @@ def run_organism(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             max_steps=args.max_steps,
+            seed=args.seed,
         )
     else:
         import json

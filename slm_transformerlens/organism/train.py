@@ -17,6 +17,7 @@ import math
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -207,8 +208,12 @@ def train_all(
     device: str = "cpu",
     threads: int | None = None,
     max_steps: int | None = None,
+    seed: int | None = None,
 ) -> list[Path]:
-    """Train the phase-1 text LM (cached in ``out_dir/text_lm``) and each variant x unit kind.
+    """Train the phase-1 text LM (cached in ``out_dir/text_lm_seed{seed}.pt``) and each variant x unit kind.
+
+    ``seed``: the training seed (initialisation, new unit rows, sequence order) instead of the recipe's;
+    the data (corpus, speech, units, streams) stay those of the build.
 
     Returns the checkpoint directories ``out_dir/{variant}_{kind}``.
     """
@@ -217,6 +222,8 @@ def train_all(
     data, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe = Recipe.from_json(data / "recipe.json")
+    if seed is not None:
+        recipe = replace(recipe, seed=seed)
     sizes = json.loads((data / "vocab.json").read_text())
     base_vocab = int(sizes["base_vocab"])
     text = np.load(data / "streams_text.npz")
@@ -225,7 +232,7 @@ def train_all(
     if unknown:
         raise SLMError(f"unknown organism variant(s) {unknown}; choose from {list(VARIANTS)}")
     kinds = list(unit_kinds or recipe.unit_kinds)
-    text_lm_path = out / "text_lm.pt"
+    text_lm_path = out / f"text_lm_seed{recipe.seed}.pt"
     needs_text_lm = any(VARIANTS[n].text_init for n in names)
     text_log: list[dict[str, float]] = []
     if needs_text_lm:
@@ -277,6 +284,7 @@ def train_all(
                 "description": variant.description,
                 "unit_kind": kind,
                 "recipe": recipe.name,
+                "seed": recipe.seed,
                 "device": device,
                 "torch": torch.__version__,
                 "phase1_log": text_log if variant.text_init else [],

@@ -11,7 +11,7 @@ import pytest
 import torch
 from organism_helpers import assert_hf_parity
 
-from slm_transformerlens.organism.build import build_data, load_renderings
+from slm_transformerlens.organism.build import load_renderings
 from slm_transformerlens.organism.espeak import Voice, synthesize
 from slm_transformerlens.organism.recipe import Recipe
 from slm_transformerlens.organism.train import train_all
@@ -31,12 +31,10 @@ def test_merged_espeak_words_are_split_not_dropped() -> None:
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("organism")
-    data = build_data(root / "data", Recipe.preset("toy"), progress=False)
-    models = root / "models"
-    train_all(data, models, variants=["main", "untrained_units"], unit_kinds=["kmeans"], threads=1)
-    return data, models
+def toy(toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    models = tmp_path_factory.mktemp("organism") / "models"
+    train_all(toy_data, models, variants=["main", "untrained_units"], unit_kinds=["kmeans"], threads=1)
+    return toy_data, models
 
 
 @pytest.mark.slow
