@@ -197,7 +197,7 @@ def lens_table(
             same float32 logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model;
             ranks, top-k ids and probabilities are the fp32 read-out's except between logits within
             float32 rounding, see :mod:`~slm_transformerlens.lens.precision`) or ``None`` (the lens'
-            ``readout_precision``; default ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
+            ``readout_precision``; default ``"fp32"``; ``"fast"`` is opt-in).
 
     Returns:
         One row per (read-out row, layer, site, view): ``batch, position, word_index, word, modality,

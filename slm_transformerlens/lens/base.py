@@ -129,7 +129,7 @@ class Lens(nn.Module, abc.ABC):
     :func:`~slm_transformerlens.lens.transcription_table`) unembed: ``"fp32"`` (one float32 product),
     ``"fast"`` (the same float32 logits from exact split fp16/bf16 tensor-core products, for a bf16 or
     fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact) or ``None`` (default:
-    ``"fast"`` on CUDA, ``"fp32"`` on the CPU; see :meth:`resolved_readout_precision`).
+    ``"fp32"``; ``"fast"`` is opt-in; see :meth:`resolved_readout_precision`).
     :meth:`logits` is always one float32 product.
     """
 
@@ -165,7 +165,7 @@ class Lens(nn.Module, abc.ABC):
     def resolved_readout_precision(self, precision: str | None = None) -> str:
         """The precision a read-out uses: ``precision`` if given, else :attr:`readout_precision`, else the
         device's default (:func:`~slm_transformerlens.lens.precision.default_readout_precision`:
-        ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
+        ``"fp32"``; ``"fast"`` is opt-in).
 
         ``"fast"`` resolves to ``"fp32"`` when this model cannot use it: no 16-bit format holds its
         unembedding (a float32 model's, usually). Asked for explicitly on the CPU, ``"fast"`` is emulated

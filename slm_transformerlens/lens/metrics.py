@@ -145,7 +145,7 @@ def transcription_table(
             logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model: ranks, hits and
             top-k ids are the fp32 read-out's except between logits within float32 rounding,
             probabilities within about 1e-6; see :mod:`~slm_transformerlens.lens.precision`) or ``None``
-            (the lens' ``readout_precision``; default ``"fast"`` on CUDA, ``"fp32"`` on the CPU).
+            (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` is opt-in).
 
     Returns:
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,

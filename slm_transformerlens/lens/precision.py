@@ -86,16 +86,16 @@ def check_readout_precision(precision: str | None) -> str | None:
 
 
 def default_readout_precision(device: torch.device | str) -> str:
-    """The read-out precision used when none is asked for: ``"fast"`` on CUDA, ``"fp32"`` elsewhere.
+    """The read-out precision used when none is asked for: ``"fp32"`` on every device, for now.
 
-    ``"fast"`` only where 16-bit products with float32 output run natively (CUDA with torch >= 2.8,
-    :func:`native_half_matmul`): on an H200 it computed a 7B model's read-out logits in 79 ms instead of
-    162 ms, as close to float64 as the float32 product (module docstring). On the CPU the split products
-    are emulated in float32, slower than one float32 product, so the CPU keeps ``"fp32"``. A model whose
-    unembedding no 16-bit format holds (float32 weights) reads in ``"fp32"`` everywhere.
+    ``"fast"`` is opt-in. Its products were timed on an H200 by standalone scripts with the same torch
+    calls (79 ms instead of 162 ms per 8,192 rows of a 7B model's read-out, as close to float64 as the
+    float32 product; module docstring), but the package's fast path has only run emulated on the CPU,
+    not yet end to end on a GPU, so it is not the CUDA default. On the CPU the split products are
+    emulated in float32 and slower than one float32 product. ``device`` is kept for a per-device choice.
     """
-    device = torch.device(device)
-    return "fast" if native_half_matmul(device.type) else "fp32"
+    torch.device(device)  # validates the argument
+    return "fp32"
 
 
 def reduced_float32_matmul() -> str | None:

@@ -18,7 +18,7 @@ from slm_transformerlens.errors import NonFiniteError
 from slm_transformerlens.lens import LensError, LogitLens, lens_table, read_vectors, transcription_table
 from slm_transformerlens.lens import base as base_module
 from slm_transformerlens.lens import readout as readout_module
-from slm_transformerlens.lens.precision import split_pieces, split_unembedding
+from slm_transformerlens.lens.precision import default_readout_precision, split_pieces, split_unembedding
 from slm_transformerlens.lens.readout import vocab_views
 
 EPS = 1e-4  # spacing of the near-tied logits
@@ -167,6 +167,8 @@ def test_bad_precision_is_refused(spiritlm_model) -> None:
         lens.readout_precision = "tf32"
     lens.readout_precision = "auto"
     assert lens.readout_precision is None and lens.resolved_readout_precision() == "fp32"
+    # fast is opt-in on every device until it has run end to end on a GPU
+    assert default_readout_precision("cuda") == default_readout_precision("cpu") == "fp32"
 
 
 def test_tables_agree_on_a_bf16_model(bf16_model, utterance) -> None:
