@@ -75,10 +75,13 @@ def _run_smollm2(args: argparse.Namespace) -> None:
 
     recipe = smollm2.SmolRecipe.preset(getattr(args, "recipe", "full"))
     if args.stage == "smollm2-streams":
-        from slm_transformerlens.builders.smollm2 import load_smollm2
+        from transformers import AutoTokenizer
+
+        from slm_transformerlens.builders.smollm2 import SMOLLM2_GGUF, smollm2_directory
 
         tokenizer_dir = Path(args.out).parent / "smollm2_base_tokenizer"
-        load_smollm2()[1].save_pretrained(str(tokenizer_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(smollm2_directory()), gguf_file=SMOLLM2_GGUF)
+        tokenizer.save_pretrained(str(tokenizer_dir))
         print(
             smollm2.build_streams(
                 args.data, args.out, recipe, base_tokenizer=tokenizer_dir, progress=not args.quiet

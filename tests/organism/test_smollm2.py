@@ -98,3 +98,31 @@ def test_toy_recipe_end_to_end_on_real_smollm2(
     monkeypatch.setattr(smollm2, "gguf_sha256", lambda _path: "0" * 64)
     with pytest.raises(SLMError, match="SHA-256"):
         smollm2.materialize(delta, tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_streams_command_writes_smollm2_streams(toy_data: Path, tmp_path: Path) -> None:
+    from slm_transformerlens.cli import main
+
+    out = tmp_path / "smollm2" / "streams_kmeans.npz"
+    assert (
+        main(
+            [
+                "organism",
+                "smollm2-streams",
+                "--data",
+                str(toy_data),
+                "--out",
+                str(out),
+                "--recipe",
+                "toy",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    n_units = json.loads((toy_data / "vocab.json").read_text())["n_units"]["kmeans"]
+    with np.load(out) as npz:
+        assert int(npz["vocab_size"]) == 49_152 + n_units + 2 and npz["speech"].dtype == np.uint16
+        assert npz["speech"].max() < 49_152 + n_units  # bare units, no marker
+    assert (out.parent / "smollm2_base_tokenizer" / "tokenizer_config.json").is_file()
