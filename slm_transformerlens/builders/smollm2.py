@@ -14,11 +14,11 @@ from torch import nn
 
 from slm_transformerlens.builders.checkpoints import save_safetensors
 from slm_transformerlens.errors import MissingCheckpointFileError
+from slm_transformerlens.organism.train import add_unit_rows
 
 __all__ = [
     "SMOLLM2_GGUF",
     "RealCheckpoint",
-    "add_unit_rows",
     "load_smollm2",
     "make_smollm2_checkpoint",
     "save_sims_layout",
@@ -106,17 +106,6 @@ def save_sims_layout(
         config["organism"] = extra
     (directory / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return directory
-
-
-def add_unit_rows(model: nn.Module, new_size: int, seed: int) -> None:
-    """Grow the (tied) embedding to ``new_size`` rows drawn around the old rows' mean and spread."""
-    old = model.get_input_embeddings().weight.detach()
-    generator = torch.Generator().manual_seed(seed)
-    extra = new_size - old.shape[0]
-    rows = old.mean(0) + old.std(0) * torch.randn(extra, old.shape[1], generator=generator)
-    model.resize_token_embeddings(new_size, mean_resizing=False)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[old.shape[0] :] = rows
 
 
 def make_smollm2_checkpoint(

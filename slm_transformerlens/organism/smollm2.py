@@ -36,6 +36,7 @@ from torch import nn
 
 from slm_transformerlens.errors import MissingCheckpointFileError, SLMError
 from slm_transformerlens.organism.recipe import VARIANTS, Recipe
+from slm_transformerlens.organism.train import add_unit_rows, mixture, run_training
 
 __all__ = [
     "LORA_TARGETS",
@@ -185,29 +186,9 @@ def build_streams(
     return out
 
 
-def _mixture(variant: str, recipe: SmolRecipe, streams: dict[str, np.ndarray]) -> np.ndarray:
-    parts = []
-    for kind in ("text", "interleaved", "speech"):
-        count = round(getattr(VARIANTS[variant], kind) * recipe.n_sequences)
-        if count > len(streams[kind]):
-            raise SLMError(
-                f"variant {variant!r} needs {count} {kind} sequences; the streams hold {len(streams[kind])}: "
-                "rebuild them with this recipe (build_streams)"
-            )
-        parts.append(streams[kind][:count])
-    return np.concatenate(parts)
-
-
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
 def _base_model(gguf_dir: str | Path | None, vocab_size: int, seed: int) -> tuple[nn.Module, int]:
     """SmolLM2 in fp32 with its embedding grown to ``vocab_size`` (new rows: text mean + std noise)."""
-    from slm_transformerlens.builders.smollm2 import add_unit_rows, load_smollm2
+    from slm_transformerlens.builders.smollm2 import load_smollm2
 
     model, _ = load_smollm2(gguf_dir)
     base_size = model.get_input_embeddings().weight.shape[0]
@@ -244,7 +225,12 @@ def train_smollm2(
             raise SLMError(
                 f"SmolLM2 variant {variant!r}: choose text-initialised trained ones, e.g. {SMOLLM2_VARIANTS}"
             )
-        sequences = _mixture(variant, recipe, streams)
+        sequences = mixture(
+            VARIANTS[variant],
+            recipe.n_sequences,
+            streams,
+            fix="rebuild the streams with this recipe (build_streams)",
+        )
         torch.manual_seed(recipe.seed)
         model, base_size = _base_model(gguf.parent, vocab_size, recipe.seed + 1)
         loras = add_lora(model, recipe.lora_rank, recipe.lora_alpha, seed=recipe.seed)
@@ -262,46 +248,18 @@ def train_smollm2(
             ],
             betas=(0.9, 0.95),
         )
-        base_lrs = [g["lr"] for g in optimizer.param_groups]
-        order = np.random.RandomState(recipe.seed + 3).permutation(len(sequences))
-        steps = len(order) // recipe.batch_size
-        use_bf16 = device.startswith("cuda")
-        log: list[dict[str, float]] = []
-        window: list[float] = []
         started = time.time()
-        for step in range(steps):
-            rows = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
-            batch = torch.from_numpy(sequences[rows].astype(np.int64)).to(device)
-            factor = _lr_factor(step, steps, recipe.warmup_steps)
-            for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = lr * factor
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(input_ids=batch).logits
-            loss = nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([*lora_params, embedding], 1.0)
-            optimizer.step()
-            window.append(float(loss.detach()))
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                elapsed = time.time() - started
-                tokens = (step + 1) * recipe.batch_size * recipe.seq_len
-                log.append(
-                    {
-                        "step": step + 1,
-                        "tokens": tokens,
-                        "loss": float(np.mean(window)),
-                        "seconds": round(elapsed, 1),
-                    }
-                )
-                print(
-                    f"[smollm2 {variant}] step {step + 1}/{steps} loss {log[-1]['loss']:.3f} "
-                    f"{tokens / max(elapsed, 1e-9):.0f} tok/s",
-                    flush=True,
-                )
-                window = []
+        log = run_training(
+            model,
+            sequences,
+            optimizer,
+            batch_size=recipe.batch_size,
+            warmup_steps=recipe.warmup_steps,
+            device=device,
+            seed=recipe.seed + 3,
+            label=f"smollm2 {variant}",
+            log_every=log_every,
+        )
         model.cpu()
         info = {
             "variant": variant,

@@ -27,7 +27,16 @@ import torch
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.organism.recipe import VARIANTS, Recipe, Variant
 
-__all__ = ["model_config", "save_sims_checkpoint", "train_all", "train_lm"]
+__all__ = [
+    "add_unit_rows",
+    "cosine_lr_factor",
+    "mixture",
+    "model_config",
+    "run_training",
+    "save_sims_checkpoint",
+    "train_all",
+    "train_lm",
+]
 
 
 def model_config(recipe: Recipe, vocab_size: int) -> Any:
@@ -60,9 +69,10 @@ def _new_model(recipe: Recipe, vocab_size: int, seed: int) -> Any:
     return model
 
 
-def _add_unit_rows(model: Any, new_size: int, seed: int) -> None:
-    """Grow the tied embedding to ``new_size`` rows drawn around the text rows' mean and spread."""
-    old = model.get_input_embeddings().weight.detach().clone()
+def add_unit_rows(model: Any, new_size: int, seed: int) -> None:
+    """Grow the (tied) input embedding to ``new_size`` rows; the new rows are drawn around the old rows'
+    mean and spread (seeded), in the embedding's dtype."""
+    old = model.get_input_embeddings().weight.detach()
     generator = torch.Generator().manual_seed(seed)
     rows = old.mean(0) + old.std(0) * torch.randn(new_size - old.shape[0], old.shape[1], generator=generator)
     model.resize_token_embeddings(new_size, mean_resizing=False)
@@ -70,11 +80,12 @@ def _add_unit_rows(model: Any, new_size: int, seed: int) -> None:
         model.get_input_embeddings().weight[old.shape[0] :] = rows.to(old.dtype)
 
 
-def _lr(step: int, total: int, recipe: Recipe) -> float:
-    if step < recipe.warmup_steps:
-        return recipe.lr * (step + 1) / recipe.warmup_steps
-    progress = (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps)
-    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def cosine_lr_factor(step: int, total: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier at ``step`` of ``total``: linear warm-up, then cosine down to 10%."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_lm(
@@ -88,9 +99,9 @@ def train_lm(
     log_every: int = 50,
     max_steps: int | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` on ``sequences`` (``[n, seq_len]`` ids, used in a seeded order) for one epoch
-    (``max_steps``: stop early, for smoke tests only)."""
-    model.to(device).train()
+    """Train every parameter of ``model`` on ``sequences`` (``[n, seq_len]`` ids, used in a seeded order)
+    for one epoch with the recipe's AdamW (weight decay on matrices) and schedule (``max_steps``: stop
+    early, for smoke tests only)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -98,8 +109,41 @@ def train_lm(
         lr=recipe.lr,
         betas=(0.9, 0.95),
     )
+    return run_training(
+        model,
+        sequences,
+        optimizer,
+        batch_size=recipe.batch_size,
+        warmup_steps=recipe.warmup_steps,
+        device=device,
+        seed=seed,
+        label=label,
+        log_every=log_every,
+        max_steps=max_steps,
+    )
+
+
+def run_training(
+    model: Any,
+    sequences: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    *,
+    batch_size: int,
+    warmup_steps: int,
+    device: str,
+    seed: int,
+    label: str,
+    log_every: int = 50,
+    max_steps: int | None = None,
+) -> list[dict[str, float]]:
+    """One epoch of next-token training over ``sequences`` in a seeded order: each param group's learning
+    rate scaled by :func:`cosine_lr_factor`, gradients clipped to norm 1 (parameters without a gradient,
+    i.e. frozen ones, do not count), bf16 autocast on CUDA. Returns the loss log (every ``log_every``
+    steps and the last)."""
+    model.to(device).train()
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     order = np.random.RandomState(seed).permutation(len(sequences))
-    steps = len(order) // recipe.batch_size
+    steps = len(order) // batch_size
     if max_steps is not None:
         steps = min(steps, max_steps)
     use_bf16 = device.startswith("cuda")
@@ -108,11 +152,12 @@ def train_lm(
     window = []
     for step in range(steps):
         batch = torch.from_numpy(
-            sequences[order[step * recipe.batch_size : (step + 1) * recipe.batch_size]].astype(np.int64)
+            sequences[order[step * batch_size : (step + 1) * batch_size]].astype(np.int64)
         )
         batch = batch.to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(step, steps, recipe)
+        factor = cosine_lr_factor(step, steps, warmup_steps)
+        for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = lr * factor
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(input_ids=batch).logits
         loss = torch.nn.functional.cross_entropy(
@@ -125,7 +170,7 @@ def train_lm(
         window.append(float(loss.detach()))
         if (step + 1) % log_every == 0 or step + 1 == steps:
             elapsed = time.time() - started
-            tokens = (step + 1) * recipe.batch_size * recipe.seq_len
+            tokens = (step + 1) * batch_size * sequences.shape[1]
             entry = {
                 "step": step + 1,
                 "tokens": tokens,
@@ -142,20 +187,33 @@ def train_lm(
     return log
 
 
-def _mixture(variant: Variant, recipe: Recipe, streams: dict[str, np.ndarray]) -> np.ndarray:
-    """The phase-2 sequences of ``variant``: its share of each stream, exactly the recipe's token budget."""
-    n_total = -(-recipe.phase2_tokens // recipe.seq_len)
+def mixture(variant: Variant, n_total: int, streams: dict[str, np.ndarray], *, fix: str) -> np.ndarray:
+    """``variant``'s share of each stream (text, interleaved, speech) of ``n_total`` sequences.
+
+    Raises:
+        SLMError: a stream is shorter than the share needs (``fix`` says how to rebuild it).
+    """
     parts = []
     for kind in ("text", "interleaved", "speech"):
         count = round(getattr(variant, kind) * n_total)
         if count > len(streams[kind]):
             raise SLMError(
                 f"variant {variant.name!r} needs {count} {kind} sequences but the data has {len(streams[kind])}: "
-                "the recipe's phase2_tokens is larger than the build's; rebuild the data with this recipe"
+                + fix
             )
         if count:
             parts.append(streams[kind][:count])
     return np.concatenate(parts)
+
+
+def _mixture(variant: Variant, recipe: Recipe, streams: dict[str, np.ndarray]) -> np.ndarray:
+    """The phase-2 sequences of ``variant``: its share of each stream, exactly the recipe's token budget."""
+    return mixture(
+        variant,
+        -(-recipe.phase2_tokens // recipe.seq_len),
+        streams,
+        fix="the recipe's phase2_tokens is larger than the build's; rebuild the data with this recipe",
+    )
 
 
 def _check_phase1(recipe: Recipe, sequences: np.ndarray) -> None:
@@ -265,7 +323,7 @@ def train_all(
             if variant.text_init:
                 model = _new_model(recipe, base_vocab, recipe.seed)
                 model.load_state_dict(text_state)
-                _add_unit_rows(model, vocab_size, recipe.seed + 1)
+                add_unit_rows(model, vocab_size, recipe.seed + 1)
             else:
                 model = _new_model(recipe, vocab_size, recipe.seed)
             log: list[dict[str, float]] = []
