@@ -61,7 +61,13 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
     # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
-    items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
+    if args.batch_tokens < 1:
+        raise LensError(
+            f"--batch-tokens {args.batch_tokens}: a forward pass needs at least 1 token (e.g. 4096)"
+        )
+    _check_device_options(args)
+    # an item's id is its resolved path: the same files named relatively or absolutely are the same run
+    items = [RunItem(id=str(path.resolve()), path=path.resolve()) for path in expand_inputs(args.audio)]
     if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
         raise SpeechInputError("WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)")
     readers: dict[int, Any] = {}
@@ -120,6 +126,48 @@ def _make_lens(path: str | None, loader: Any, logit_lens: Any, precision: str, m
     lens = lens if lens is not None else logit_lens(model)
     lens.readout_precision = precision
     return lens
+
+
+def _check_device_options(args: argparse.Namespace) -> None:
+    """A bad --device-map / --n-devices fails before the output folder or the model is touched."""
+    from slm_transformerlens.checkpoints import parse_device_map
+    from slm_transformerlens.checkpoints.placement import check_placement_request
+
+    device_map = getattr(args, "device_map", None)
+    check_placement_request(
+        args.device, parse_device_map(device_map) if device_map else None, getattr(args, "n_devices", None)
+    )
+
+
+def _columns(text: str | None) -> Any:
+    """``--columns`` as :class:`~slm_transformerlens.knowledge.KnowledgeColumns` (``None``: the defaults)."""
+    from slm_transformerlens.knowledge import KnowledgeColumns
+    from slm_transformerlens.knowledge.scoring import KnowledgeError
+
+    if not text:
+        return None
+    try:
+        mapping = json.loads(text)
+    except ValueError as error:
+        raise KnowledgeError(
+            f"--columns {text!r} is not JSON ({error}); pass a JSON object of field -> parquet column, "
+            'e.g. --columns \'{"prompt_text": "prompt"}\''
+        ) from None
+    if not isinstance(mapping, dict):
+        raise KnowledgeError(
+            f"--columns {text!r} is not a JSON object; pass field -> parquet column, "
+            'e.g. --columns \'{"prompt_text": "prompt"}\''
+        )
+    return KnowledgeColumns.from_mapping(mapping)
+
+
+def _check_batching(args: argparse.Namespace) -> None:
+    """--batch-size / --batch-tokens below 1 fail before the model loads."""
+    from slm_transformerlens.knowledge.scoring import KnowledgeError
+
+    for option, value in (("--batch-size", args.batch_size), ("--batch-tokens", args.batch_tokens)):
+        if value is not None and value < 1:
+            raise KnowledgeError(f"{option} {value}: a forward pass needs at least 1 (e.g. {option} 8)")
 
 
 def _load_model(args: argparse.Namespace, path: str, device: str | None = None) -> Any:
@@ -182,14 +230,14 @@ def _knowledge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from slm_transformerlens.knowledge import (
-        KnowledgeColumns,
         knowledge_accuracy,
         knowledge_table,
         read_knowledge,
     )
 
-    columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
-    items = read_knowledge(args.data, columns)
+    _check_batching(args)
+    _check_device_options(args)
+    items = read_knowledge(args.data, _columns(args.columns))
     model = _load_model(args, args.path)
     table = knowledge_table(
         model,
@@ -235,12 +283,13 @@ def _compare(args: argparse.Namespace) -> int:
     from functools import partial
 
     from slm_transformerlens.apps.compare import compare_models
-    from slm_transformerlens.knowledge import KnowledgeColumns, read_knowledge
+    from slm_transformerlens.knowledge import read_knowledge
 
+    _check_batching(args)
+    _check_device_options(args)
     items = None
     if args.knowledge:
-        columns = KnowledgeColumns.from_mapping(json.loads(args.columns)) if args.columns else None
-        items = read_knowledge(args.knowledge, columns)
+        items = read_knowledge(args.knowledge, _columns(args.columns))
     result = compare_models(
         args.paths,
         partial(_speech_data, args, args.data),
@@ -456,7 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="items per written part (default 64; a resumed run keeps its own)",
     )
     analyze.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
-    analyze.add_argument("--overwrite", action="store_true", help="clear the run in --out first")
+    analyze.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove the files the run in --out wrote (its manifest lists them; other files are kept) first",
+    )
     analyze.add_argument(
         "--on-error",
         default="stop",
@@ -515,6 +568,8 @@ _CLI_WORDING: tuple[tuple[str, str], ...] = (
     (r"\bdevice_map\b", "--device-map"),
     (r"\bn_devices=", "--n-devices "),
     (r"\bn_devices\b", "--n-devices"),
+    (r"\bbatch_tokens=", "--batch-tokens "),
+    (r"\bpart_size=", "--part-size "),
 )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
@@ -51,7 +51,7 @@ __all__ = [
 ON_ERROR: tuple[str, ...] = ("stop", "skip")
 MANIFEST = "manifest.json"
 PARTS = "parts"
-_FORMAT = 1
+_FORMAT = 2
 
 
 class RunError(SLMError, RuntimeError):
@@ -134,41 +134,137 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: Part files and logs in ``parts/`` (every name a run writes there; the manifest's ``parts`` pattern).
+_PART_NAMES = re.compile(r"parts/(part-\d{5}(-\d+)?\.parquet(\.tmp)?|done-rank\d+\.jsonl)")
+#: The names a report can write at the top of the folder: a run's own files when its manifest lists them
+#: (a format-1 manifest did not list them); a file of these names that the run did not write is refused.
+_REPORT_NAMES = re.compile(
+    r"(report\.md|summary\.csv|peaks\.csv|heatmap\.csv\.gz|transcription\.(parquet|csv\.gz)"
+    r"|failed_items\.csv|(heatmap|modality_mass|rates_[\w-]+)\.(html|png))"
+)
+
+
+def _files(out: Path) -> set[str]:
+    """Every file (and link) below ``out``, as paths relative to it (``/``-separated)."""
+    if not out.is_dir():
+        return set()
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_symlink() or not p.is_dir()}
+
+
+def _run_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest of the run in ``out``, or ``None`` when ``out`` holds no ``manifest.json``.
+
+    Raises:
+        OutputError: a ``manifest.json`` that is not one of a run (unreadable, or not this package's).
+    """
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        manifest = error
+    if not isinstance(manifest, dict) or not {"format", "settings", "items", "part_size"} <= set(manifest):
+        why = manifest if isinstance(manifest, Exception) else "not an slm-lens analyze manifest"
+        raise OutputError(
+            f"{path} is not the manifest of an slm-lens run ({why}), so nothing in {out} is known to be the "
+            "package's and nothing is removed; pass out_dir= an empty or new folder"
+        )
+    return manifest
+
+
+def _owned(out: Path, manifest: dict[str, Any], files: set[str]) -> set[str]:
+    """The files of ``files`` that the run of ``manifest`` wrote: the manifest, the part files and logs
+    (by their names in ``parts/``) and the report files its ``written`` list names (a format-1 manifest has
+    no list: the report's own names)."""
+    written = manifest.get("written")
+    owned = {MANIFEST, MANIFEST + ".tmp"} | {f for f in files if _PART_NAMES.fullmatch(f)}
+    if isinstance(written, list):
+        owned |= {str(name) for name in written}
+    else:
+        owned |= {f for f in files if _REPORT_NAMES.fullmatch(f)}
+    return owned & files
+
+
+def _shown(names: Sequence[str], n: int = 4) -> str:
+    names = sorted(names)
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def claim_output_folder(out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Check ``out_dir`` before any compute: writable, and empty unless it holds a run to resume / overwrite.
 
-    A folder holding a run (``manifest.json`` or ``report.md``) needs ``resume`` (go on with it) or
-    ``overwrite`` (clear it); a folder of other files is never cleared.
+    A folder holding a run (its ``manifest.json``) needs ``resume`` (go on with it) or ``overwrite``.
+    A run that stopped before it analysed anything (its model did not load...) is replaced without
+    ``overwrite``. ``overwrite`` removes only what the run wrote, as its manifest lists it (the manifest, the part files
+    and logs in ``parts/``, the report files named in its ``written`` list); any other file in the folder
+    (your notes, figures) is kept. A folder holding files but no run is never used, with or without
+    ``overwrite``; nor is a run folder in which a file the run did not write has a name the report writes
+    (it would be overwritten).
 
     Raises:
-        OutputError: not writable, or holding files that are not a run.
+        OutputError: not writable, holding files but no run, or a foreign file of a report file's name.
         RunError: another run without ``resume`` / ``overwrite``; both flags; ``resume`` without a manifest.
     """
     out = Path(out_dir)
     if resume and overwrite:
         raise RunError("--resume continues a run and --overwrite clears it: pass one of them")
-    entries = sorted(out.iterdir()) if out.is_dir() else []
-    is_run = (out / MANIFEST).is_file() or (out / "report.md").is_file()
-    if resume and not (out / MANIFEST).is_file():
+    files = _files(out)
+    manifest = _run_manifest(out)
+    if resume and manifest is None:
         raise RunError(f"nothing to resume in {out}: it holds no {MANIFEST}; run without --resume")
-    if entries and not is_run:
-        raise OutputError(
-            f"the output folder {out} holds files that are not an slm-lens run ({entries[0].name}, ...); "
-            "pass out_dir= an empty or new folder"
-        )
-    if is_run and not (resume or overwrite):
-        raise RunError(
-            f"{out} holds another run; pass --resume to continue it, --overwrite to clear it, or another --out"
-        )
-    if overwrite:
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+    if manifest is None:
+        if files or (out.is_dir() and any(out.iterdir())):
+            shown = _shown(sorted({f.split("/")[0] for f in files} or {p.name for p in out.iterdir()}))
+            raise OutputError(
+                f"the output folder {out} holds files that slm-lens analyze did not write ({shown}) and no "
+                f"run of it ({MANIFEST}); they are never removed or overwritten: pass out_dir= an empty or "
+                "new folder"
+            )
+    else:
+        owned = _owned(out, manifest, files)
+        foreign = files - owned
+        clash = sorted(f for f in foreign if _REPORT_NAMES.fullmatch(f))
+        if clash:
+            raise OutputError(
+                f"{out} holds a run and also {_shown(clash)}, which that run did not write and a report "
+                "would overwrite: move it elsewhere, or pass out_dir= an empty or new folder"
+            )
+        if (
+            not resume
+            and not _done_log(out)
+            and all(f.startswith(MANIFEST) or f.endswith(".jsonl") for f in owned)
+        ):
+            overwrite = True  # a run that failed before analysing anything (e.g. its model did not load)
+        if not (resume or overwrite):
+            kept = f" (the other files, {_shown(foreign)}, are kept)" if foreign else ""
+            raise RunError(
+                f"{out} holds another run; pass --resume to continue it, --overwrite to remove the files "
+                f"that run wrote{kept}, or another --out"
+            )
+        if overwrite:
+            for name in sorted(owned):
+                (out / name).unlink(missing_ok=True)
+            if (out / PARTS).is_dir() and not any((out / PARTS).iterdir()):
+                (out / PARTS).rmdir()
     prepare_output_folder(out)
     (out / PARTS).mkdir(exist_ok=True)
     return out
+
+
+def _record_written(out: Path, before: set[str], result: ReportFiles | None) -> None:
+    """Add the files written since ``before`` (the report's) to the manifest's ``written`` list."""
+    manifest = _run_manifest(out)
+    if manifest is None:
+        return
+    written = set(manifest.get("written") or ())
+    if not isinstance(manifest.get("written"), list):  # a format-1 run: its report files by their names
+        written |= {f for f in before if _REPORT_NAMES.fullmatch(f)}
+    written |= {f for f in _files(out) - before if not _PART_NAMES.fullmatch(f) and f != MANIFEST}
+    if result is not None:
+        written |= {Path(p).relative_to(out).as_posix() for p in result.files.values() if Path(p).is_file()}
+    written.discard(MANIFEST)
+    _write_json(out / MANIFEST, {**manifest, "format": _FORMAT, "written": sorted(written)})
 
 
 def _read_json(path: Path) -> Any:
@@ -199,21 +295,64 @@ def _done_log(out: Path) -> list[dict[str, Any]]:
     for log in sorted((out / PARTS).glob("done-rank*.jsonl")):
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict) and "part" in record:
+                records.append(record)
     return records
+
+
+def _latest(records: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each part's record from its latest attempt (a resumed run redoes parts with failed items)."""
+    latest: dict[int, dict[str, Any]] = {}
+    for record in records:
+        part = int(record["part"])
+        if part not in latest or int(record.get("attempt", 0)) >= int(latest[part].get("attempt", 0)):
+            latest[part] = record
+    return latest
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a whole parquet file (its footer reads)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _check_items(items: Sequence[RunItem]) -> None:
+    """Each input once (by its resolved path).
+
+    Raises:
+        RunError: a file given twice (also as another spelling of its path).
+    """
+    seen: dict[Path, str] = {}
+    for item in items:
+        key = Path(item.path).resolve()
+        if key in seen:
+            same = f"as {seen[key]!r} and {item.id!r}" if seen[key] != item.id else f"as {item.id!r}"
+            raise RunError(f"the input {key} is given twice ({same}); pass each input once")
+        seen[key] = item.id
 
 
 def _start(
     out: Path, items: Sequence[RunItem], settings: dict[str, Any], part_size: int, resume: bool
-) -> tuple[int, list[int]]:
-    """Write (or check, on resume) the manifest; the part size and the parts still to do."""
-    listed = [{"id": item.id, "path": str(item.path)} for item in items]
+) -> tuple[int, list[int], int]:
+    """Write (or check, on resume) the manifest; the part size, the parts still to do and the attempt.
+
+    On resume the parts to do are those never logged, those whose items failed (retried: the file may be
+    fixed) and those whose part file is missing or unreadable (analysed again)."""
+    listed = [{"id": item.id, "path": str(Path(item.path).resolve())} for item in items]
+    attempt = 0
     if resume:
         manifest = _read_json(out / MANIFEST)
         changed = _differences(manifest.get("settings"), settings)
-        if manifest.get("items") != listed:
+        paths = [str(Path(i.get("path", "")).resolve()) for i in manifest.get("items", [])]
+        if paths != [i["path"] for i in listed]:
             changed.append("the input items differ")
         if changed:
             raise RunError(
@@ -221,13 +360,29 @@ def _start(
                 "resume with the same settings, or pass --overwrite to start again"
             )
         part_size = int(manifest["part_size"])
+        attempt = int(manifest.get("attempt", 0)) + 1
+        _write_json(out / MANIFEST, {**manifest, "attempt": attempt})
     else:
         _write_json(
-            out / MANIFEST, {"format": _FORMAT, "settings": settings, "part_size": part_size, "items": listed}
+            out / MANIFEST,
+            {
+                "format": _FORMAT,
+                "settings": settings,
+                "part_size": part_size,
+                "items": listed,
+                "attempt": 0,
+                "parts": _PART_NAMES.pattern,
+                "written": [],
+            },
         )
-    done = {int(record["part"]) for record in _done_log(out)}
+    latest = _latest(_done_log(out))
+    done = {
+        part
+        for part, record in latest.items()
+        if not record.get("failed") and (not record.get("file") or _readable(out / record["file"]))
+    }
     n_parts = -(-len(items) // part_size)
-    return part_size, [p for p in range(n_parts) if p not in done]
+    return part_size, [p for p in range(n_parts) if p not in done], attempt
 
 
 #: How often rank 0 re-reads the other ranks' logs for its progress bar (seconds).
@@ -363,12 +518,24 @@ def _analyse_part(
 
 
 def _write_part(
-    out: Path, launch: Launch, part: int, table: pd.DataFrame, items: list[str], failed: list
+    out: Path,
+    launch: Launch,
+    part: int,
+    table: pd.DataFrame,
+    items: list[str],
+    failed: list,
+    attempt: int = 0,
 ) -> None:
     """The part's parquet (written whole, then renamed), then its line in this rank's log."""
-    record: dict[str, Any] = {"part": part, "items": items, "failed": failed, "file": None}
+    record: dict[str, Any] = {
+        "part": part,
+        "items": items,
+        "failed": failed,
+        "file": None,
+        "attempt": attempt,
+    }
     if not table.empty:
-        name = f"{PARTS}/part-{part:05d}.parquet"
+        name = f"{PARTS}/part-{part:05d}" + (f"-{attempt}" if attempt else "") + ".parquet"
         temporary = out / f"{name}.tmp"
         table.to_parquet(temporary, index=False)
         os.replace(temporary, out / name)
@@ -381,20 +548,36 @@ def _write_part(
         os.fsync(log.fileno())
 
 
-def _merge(out: Path, todo: Sequence[int]) -> tuple[pd.DataFrame, list[dict[str, str]]]:
-    """Every logged part's table, in item order, and every failed item.
+def _read_part(path: Path) -> pd.DataFrame:
+    """One part's table.
 
     Raises:
-        RunError: an item logged twice, or a part of this run (``todo``) that no rank logged in ``out``
-            (on several nodes: a folder that is not shared).
+        RunError: the file is missing or unreadable (truncated, not parquet).
     """
-    records = _done_log(out)
-    missing = sorted(set(todo) - {int(r["part"]) for r in records})
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as error:
+        what = "is missing" if not path.exists() else f"cannot be read ({' '.join(str(error).split())[:200]})"
+        raise RunError(
+            f"the part file {path} {what}; run the same command with --resume to analyse its items again"
+        ) from None
+
+
+def _merge(out: Path, todo: Sequence[int]) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Every logged part's table (its latest attempt), in item order, and every failed item.
+
+    Raises:
+        RunError: an item logged twice, a part of this run (``todo``) that no rank logged in ``out``
+            (on several nodes: a folder that is not shared), or a part file missing or unreadable.
+    """
+    latest = _latest(_done_log(out))
+    missing = sorted(set(todo) - set(latest))
     if missing:
         raise RunError(
             f"parts {missing[:5]} were analysed but are not logged in {out / PARTS}: on several nodes --out "
             "must be one folder every node writes to (a shared file system)"
         )
+    records = [latest[part] for part in sorted(latest)]
     seen: set[str] = set()
     for record in records:
         ids = list(record["items"]) + [f["id"] for f in record.get("failed", [])]
@@ -402,8 +585,7 @@ def _merge(out: Path, todo: Sequence[int]) -> tuple[pd.DataFrame, list[dict[str,
         if twice:
             raise RunError(f"items {sorted(twice)[:3]} are logged twice in {out / PARTS}; pass --overwrite")
         seen.update(ids)
-    files = [out / r["file"] for r in sorted(records, key=lambda r: int(r["part"])) if r.get("file")]
-    frames = [pd.read_parquet(f) for f in files]
+    frames = [_read_part(out / r["file"]) for r in records if r.get("file")]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not table.empty:
         table = table.sort_values("utterance", kind="stable").reset_index(drop=True)
@@ -517,6 +699,12 @@ def run_analysis(
         raise RunError(f"on_error={on_error!r}; choose one of {list(ON_ERROR)}")
     if part_size < 1:
         raise RunError(f"part_size={part_size}: a part needs at least one item")
+    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
+        raise RunError(
+            f"batch_tokens={batch_tokens!r}: a forward pass needs a budget of at least 1 token "
+            "(e.g. batch_tokens=4096)"
+        )
+    _check_items(items)
     launch = launch or launch_from_environment()
     device = _init_distributed(launch, device, split)
     out = Path(out_dir)
@@ -525,18 +713,19 @@ def run_analysis(
     if launch.main:
         try:
             claim_output_folder(out, resume=resume, overwrite=overwrite)
-            size, todo = _start(out, items, settings, part_size, resume)
-            plan = {"part_size": size, "todo": todo}
+            size, todo, attempt = _start(out, items, settings, part_size, resume)
+            plan = {"part_size": size, "todo": todo, "attempt": attempt}
         except (SLMError, OSError) as error:
             plan = {"error": str(error), "kind": type(error).__name__}
     plan = _collective(launch, plan, source_only=True)[0]
     if "error" in plan:
         raise (OutputError if plan["kind"] == "OutputError" else RunError)(plan["error"])
-    size, todo = int(plan["part_size"]), list(plan["todo"])
+    size, todo, attempt = int(plan["part_size"]), list(plan["todo"]), int(plan["attempt"])
     mine = [todo[i] for i in shard(len(todo), launch.rank, launch.world_size)]
     total = sum(len(range(p * size, min((p + 1) * size, len(items)))) for p in todo)
     bar = _Progress(out, total, progress, launch.world_size, on_progress=on_progress) if launch.main else None
     status: str | None = None
+    started = False
     model = None
     try:
         if mine or launch.main:
@@ -549,12 +738,13 @@ def run_analysis(
             )
 
         for part in mine:
+            started = True
             indices = range(part * size, min((part + 1) * size, len(items)))
             part_items = [(i, items[i]) for i in indices]
             table, failed = _analyse_part(part_items, lambda path: read_item(model, path), table_of, on_error)
             bad = {f["id"] for f in failed}
             done = [item.id for _, item in part_items if item.id not in bad]
-            _write_part(out, launch, part, table, done, failed)
+            _write_part(out, launch, part, table, done, failed, attempt)
             if bar is not None:
                 bar.refresh()
     except (SLMError, OSError) as error:
@@ -563,7 +753,8 @@ def run_analysis(
         if bar is not None:
             bar.close()
         raise
-    statuses = [s for s in _collective(launch, status, source_only=False) if s]  # rank 0's bar still moves
+    gathered = _collective(launch, (status, started), source_only=False)  # rank 0's bar still moves
+    statuses = [s for s, _ in gathered if s]
     if bar is not None:
         bar.close()
     if statuses:
@@ -577,22 +768,27 @@ def run_analysis(
             + (f"; {len(failed)} failed (see {out / 'failed_items.csv'})" if failed else "")
         )
     first = int(table["utterance"].min())
-    result = write_lens_report(
-        model,
-        [read_item(model, items[first].path)],
-        out,
-        lens=make_lens(model),
-        charts=charts,
-        png=png,
-        title=title,
-        progress=False,
-        protocol=protocol,
-        table=table,
-        n_utterances=int(table["utterance"].nunique()),
-        notes=[f"{len(failed)} item(s) could not be analysed: see `failed_items.csv`."] if failed else (),
-    )
-    failed_path = out / "failed_items.csv"
-    pd.DataFrame(failed, columns=["id", "error"]).to_csv(failed_path, index=False)
-    result.files["failed_items"] = failed_path
+    before = _files(out)
+    result: ReportFiles | None = None
+    try:
+        result = write_lens_report(
+            model,
+            [read_item(model, items[first].path)],
+            out,
+            lens=make_lens(model),
+            charts=charts,
+            png=png,
+            title=title,
+            progress=False,
+            protocol=protocol,
+            table=table,
+            n_utterances=int(table["utterance"].nunique()),
+            notes=[f"{len(failed)} item(s) could not be analysed: see `failed_items.csv`."] if failed else (),
+        )
+        failed_path = out / "failed_items.csv"
+        pd.DataFrame(failed, columns=["id", "error"]).to_csv(failed_path, index=False)
+        result.files["failed_items"] = failed_path
+    finally:
+        _record_written(out, before, result)  # what --overwrite may remove later
     result.files["manifest"] = out / MANIFEST
     return result

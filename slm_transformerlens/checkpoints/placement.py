@@ -79,9 +79,16 @@ def check_placement_request(device: Any, device_map: DeviceMap | None, n_devices
     """Whether a split was asked for; fails before anything is read when the request is contradictory.
 
     Raises:
-        DevicePlacementError: ``device`` with ``device_map`` / ``n_devices``, both of these, or a split
-            without accelerate installed.
+        DevicePlacementError: ``device`` with ``device_map`` / ``n_devices``, both of these, ``n_devices``
+            below 1, or a split without accelerate installed.
     """
+    if n_devices is not None and (
+        isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1
+    ):
+        raise DevicePlacementError(
+            f"n_devices={n_devices!r}: a split needs a whole number of GPUs >= 1 (e.g. n_devices=2); "
+            "leave it out to load on one device"
+        )
     split = device_map is not None or n_devices is not None
     if split and device is not None:
         raise DevicePlacementError(

@@ -107,6 +107,9 @@ def sequence_log_likelihoods(
     """
     if len(sequences) != len(scored):
         raise KnowledgeError(f"{len(sequences)} sequences but {len(scored)} score masks")
+    for name, value in (("batch_size", batch_size), ("batch_tokens", batch_tokens)):
+        if value is not None and value < 1:
+            raise KnowledgeError(f"{name}={value}: a forward pass needs at least 1 (e.g. {name}=8)")
     device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
     pad_id = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
     sums = torch.zeros(len(sequences), dtype=torch.float64)
@@ -271,6 +274,7 @@ def knowledge_table(
                 raise KnowledgeError(f"item {item.item_id} ({part}): no {token_modality} token to score")
             sequences.append(tokens)
             masks.append(mask)
+    _check_pairs_differ(items, sequences)
     allowed = None if token_modality == "all" else model.speech_vocab.group_mask(token_modality)
     sums, counts = sequence_log_likelihoods(
         model,
@@ -299,6 +303,35 @@ def knowledge_table(
             "score_sum": pair_scores(ll[:, 0], ll[:, 1]),
         }
     )
+
+
+def _check_pairs_differ(items: Sequence[KnowledgeItem], sequences: Sequence[Tensor]) -> None:
+    """Refuse items whose counterfactual is the correct completion itself (as tokens): such a pair always
+    ties, and an accuracy of 0.5 over them would read as a real chance result.
+
+    Raises:
+        KnowledgeError: every item's two sequences are identical (a warning names some, when only some are).
+    """
+    same = [
+        item.item_id
+        for item, correct, counterfactual in zip(items, sequences[0::2], sequences[1::2], strict=True)
+        if correct.shape == counterfactual.shape and bool(torch.equal(correct, counterfactual))
+    ]
+    if same and len(same) == len(items):
+        raise KnowledgeError(
+            f"every item's counterfactual is identical to its correct completion ({len(items)} items, e.g. "
+            f"{same[0]}): the pairs cannot be told apart, and every score would be a tie (0.5). Check that "
+            "the data's correct and counterfactual fields are different columns (--columns / "
+            "KnowledgeColumns)"
+        )
+    if same:
+        import warnings
+
+        warnings.warn(
+            f"{len(same)} of {len(items)} knowledge items have a counterfactual identical to the correct "
+            f"completion ({', '.join(map(str, same[:5]))}); each scores a tie (0.5)",
+            stacklevel=3,
+        )
 
 
 def knowledge_accuracy(table: pd.DataFrame, *, mean_nll: bool = True) -> float:

@@ -68,7 +68,7 @@ def test_shards_are_contiguous_and_cover_every_item_once() -> None:
 def test_output_folder_is_checked_before_compute(tmp_path) -> None:
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match="not an slm-lens run"):
+    with pytest.raises(OutputError, match="did not write"):
         claim_output_folder(tmp_path / "other", overwrite=True)
     assert (tmp_path / "other" / "notes.txt").exists()  # never cleared
     with pytest.raises(RunError, match="nothing to resume"):
@@ -77,16 +77,18 @@ def test_output_folder_is_checked_before_compute(tmp_path) -> None:
         claim_output_folder(tmp_path / "new", resume=True, overwrite=True)
 
 
-def test_second_run_needs_overwrite_which_clears_stale_files(
+def test_second_run_needs_overwrite_which_clears_the_runs_stale_files(
     spiritlm_checkpoint, data, reference, tmp_path, capsys
 ) -> None:
     out = tmp_path / "out"
-    assert main(analyze(spiritlm_checkpoint, data, out)) == 0
-    (out / "stale_chart.html").write_text("old")
+    with_charts = analyze(spiritlm_checkpoint, data, out, "--no-png")
+    with_charts.remove("--no-charts")
+    assert main(with_charts) == 0
+    assert (out / "modality_mass.html").is_file()  # charts this time
     assert main(analyze(spiritlm_checkpoint, data, out)) == 2
     assert "holds another run" in capsys.readouterr().err
     assert main(analyze(spiritlm_checkpoint, data, out, "--overwrite")) == 0
-    assert not (out / "stale_chart.html").exists()
+    assert not (out / "modality_mass.html").exists()  # the first run's chart: removed
     pd.testing.assert_frame_equal(final_table(out).drop(columns="item"), reference.drop(columns="item"))
     # other settings are refused on resume, naming what changed
     assert main(analyze(spiritlm_checkpoint, data, out, "--resume", "--positions", "first")) == 2
