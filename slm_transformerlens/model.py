@@ -111,7 +111,9 @@ class HookedSLM(TransformerBridge):
 
         A batch of utterances is LEFT-padded with an attention mask, so each continues from its own
         last token; a right-padded token batch without ``attention_mask`` is refused
-        (:mod:`slm_transformerlens.interop.generation`).
+        (:mod:`slm_transformerlens.interop.generation`). It runs without the past-key-value cache, whose
+        output differs from Hugging Face's greedy ``generate`` on transformer-lens 4.3
+        (``use_past_kv_cache=True`` is refused).
         """
         from slm_transformerlens.interop import generation
 
@@ -119,7 +121,7 @@ class HookedSLM(TransformerBridge):
             return generation.generate(self, input, super().generate, *args, **kwargs)
         if isinstance(input, Tensor):
             generation.check_not_right_padded(self, input, kwargs.get("attention_mask"))
-        return super().generate(input, *args, **kwargs)
+        return super().generate(input, *args, **generation.no_kv_cache(kwargs))
 
     def test_prompt(self, prompt: Any, answer: Any, **kwargs: Any) -> Any:
         """How the model ranks each token of ``answer`` after ``prompt`` (TransformerLens' ``utils.test_prompt``).

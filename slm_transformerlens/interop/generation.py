@@ -8,6 +8,12 @@ Batched generation LEFT-pads: our encoder right-pads a batch (what a forward pas
 right-padded prompt would be continued after its padding. :func:`generate` moves each utterance's
 padding to the left and passes the attention mask, so every row continues from its own last token
 (equal to generating it alone). A right-padded token tensor without an attention mask is refused.
+
+Generation runs WITHOUT TransformerBridge's past-key-value cache (:func:`no_kv_cache`): on transformer-lens
+4.3 its cached path diverges from Hugging Face's greedy ``generate`` after the first new token, on every
+model tried (a plain Llama loaded by TransformerBridge too), while the uncached path equals it. Each new
+token costs a full forward pass over the sequence so far; for long generations use
+``model.original_model.generate`` (Hugging Face's own).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ __all__ = [
     "check_not_right_padded",
     "generate",
     "left_pad",
+    "no_kv_cache",
     "test_prompt",
     "to_str_tokens",
     "to_string",
@@ -106,6 +113,22 @@ def check_not_right_padded(model: Any, tokens: Tensor, attention_mask: Tensor | 
         )
 
 
+def no_kv_cache(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``generate`` keywords with TransformerBridge's past-key-value cache off (see the module doc).
+
+    Raises:
+        InteropError: ``use_past_kv_cache=True`` asked for (its output differs from Hugging Face's).
+    """
+    if kwargs.get("use_past_kv_cache"):
+        raise InteropError(
+            "use_past_kv_cache=True: TransformerBridge's KV-cache generation (transformer-lens 4.3) diverges "
+            "from Hugging Face's greedy generate after the first new token on these models; leave it out "
+            "(generation runs without the cache and equals Hugging Face's), or call "
+            "model.original_model.generate(...) for fast Hugging Face generation"
+        )
+    return {**kwargs, "use_past_kv_cache": False}
+
+
 def generate(model: Any, speech_input: Any, generate_fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Generate from ``Speech`` / ``Text`` input, left-padding a batch (see the module doc).
 
@@ -120,8 +143,10 @@ def generate(model: Any, speech_input: Any, generate_fn: Any, *args: Any, **kwar
         left-padded), or strings with ``return_type="str"``.
 
     Raises:
-        InteropError: a batch of unequal lengths and a ``generate`` that takes no ``attention_mask``.
+        InteropError: a batch of unequal lengths and a ``generate`` that takes no ``attention_mask``;
+            ``use_past_kv_cache=True``.
     """
+    kwargs = no_kv_cache(kwargs)
     encoded = model.encode(speech_input)
     tokens, mask = encoded.tokens.to(model.cfg.device), encoded.attention_mask.to(model.cfg.device)
     if kwargs.get("return_type", "input") == "input":

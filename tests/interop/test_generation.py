@@ -35,19 +35,81 @@ def test_str_tokens_and_string_of_speech_inputs(which, sims_model, spiritlm_mode
     assert model.to_string([utterance(), short_utterance()])[1] == model.to_string(short_utterance())
 
 
-def test_batched_generation_equals_generating_each_utterance_alone(sims_model):
-    model = sims_model
-    batch = [utterance(), short_utterance()]
-    together = model.generate(batch, max_new_tokens=4, do_sample=False, verbose=False)
-    lengths = model.encode(batch).lengths
-    width = max(lengths)
-    for row, one in enumerate(batch):
-        alone = model.generate(one, max_new_tokens=4, do_sample=False, verbose=False)
-        assert alone.shape == (1, lengths[row] + 4)
-        # the batch is left-padded: each row ends with its own prompt and its own continuation
-        assert together[row, width - lengths[row] :].tolist() == alone[0].tolist()
-    # what the right-padded batch would have continued from: the padding (refused)
-    right = model.to_tokens(batch)
+GENERATION_MODELS = ["organism", "sims-qwen2-tied", "sims-llama3-tied", "spiritlm-base-bin"]
+
+
+@pytest.fixture(scope="module")
+def generation_pair(request, checkpoint_factory):
+    """``(HookedSLM, plain Hugging Face model of the same checkpoint)`` for a name of GENERATION_MODELS."""
+    import slm_transformerlens as slt
+    from slm_transformerlens.organism.shipped import load_organism, shipped_checkpoint
+    from slm_transformerlens.testing import reference_hf_model
+
+    cache: dict = {}
+
+    def get(name: str):
+        if name not in cache:
+            if name == "organism":
+                cache[name] = (load_organism(progress=False), reference_hf_model(shipped_checkpoint()))
+            else:
+                path, kwargs = checkpoint_factory(name)
+                cache[name] = (slt.load(path, progress=False, **kwargs), reference_hf_model(path))
+        return cache[name]
+
+    return get
+
+
+def hf_greedy(hf, tokens: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """Hugging Face's own greedy ``generate`` (no end-of-sequence stop): the new tokens only."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=n, min_new_tokens=0, do_sample=False, pad_token_id=0)
+    config.eos_token_id = None
+    with torch.no_grad():
+        out = hf.generate(tokens, attention_mask=mask, generation_config=config)
+    return out[:, tokens.shape[1] :]
+
+
+def within(segments: list, model) -> list:
+    """The utterance with its unit ids taken modulo the model's number of units (the organism has 200)."""
+    n = model.speech_vocab.n_units
+    return [
+        Speech(units=[u % n for u in s.units], words=list(s.words)) if isinstance(s, Speech) else s
+        for s in segments
+    ]
+
+
+@pytest.mark.parametrize("name", GENERATION_MODELS)
+def test_greedy_generation_equals_hugging_face_generate(name, generation_pair):
+    """The default generate (one utterance, a left-padded batch, a token tensor) gives Hugging Face's
+    greedy tokens; TransformerBridge's KV-cache path (which does not) is refused."""
+    model, hf = generation_pair(name)
+    n = 5
+    prompts = [within(utterance(), model), within(short_utterance(), model)]
+    for one in prompts[:1]:
+        encoded = model.encode(one)
+        expected = hf_greedy(hf, encoded.tokens, encoded.attention_mask, n)
+        ours = model.generate(one, max_new_tokens=n, do_sample=False, stop_at_eos=False, verbose=False)
+        assert ours[:, encoded.tokens.shape[1] :].tolist() == expected.tolist()
+        tensor = model.generate(
+            encoded.tokens, max_new_tokens=n, do_sample=False, stop_at_eos=False, verbose=False
+        )
+        assert tensor[:, encoded.tokens.shape[1] :].tolist() == expected.tolist()
+    encoded = model.encode(prompts)
+    tokens, mask = left_pad(encoded.tokens, encoded.attention_mask, 0)
+    expected = hf_greedy(hf, tokens, mask, n)
+    together = model.generate(prompts, max_new_tokens=n, do_sample=False, stop_at_eos=False, verbose=False)
+    assert together[:, tokens.shape[1] :].tolist() == expected.tolist()
+    with pytest.raises(InteropError, match="use_past_kv_cache"):
+        model.generate(one, max_new_tokens=2, use_past_kv_cache=True, verbose=False)
+
+
+def test_right_padded_token_batch_is_refused(checkpoint_factory):
+    import slm_transformerlens as slt
+
+    path, kwargs = checkpoint_factory("sims-llama3-tied")
+    model = slt.load(path, progress=False, **kwargs)
+    right = model.to_tokens([utterance(), short_utterance()])
     with pytest.raises(InteropError, match="right-padded"):
         model.generate(right, max_new_tokens=2, do_sample=False, verbose=False)
 
