@@ -22,7 +22,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -106,16 +106,32 @@ def shard(n: int, rank: int, world_size: int) -> range:
 
 
 def checkpoint_fingerprint(path: str | Path) -> str:
-    """A sha256 of a checkpoint folder: every file's relative name and size, and the text of its small
-    ``.json`` files (configs, tokenizer settings). Cheap (weights are not read)."""
+    """A sha256 of a checkpoint folder (or file): every file's relative name, size and contents.
+
+    The contents are streamed (1 MiB at a time), so weights replaced in place with the same names and sizes
+    change the fingerprint. Cost: about one read of the checkpoint (sha256 runs at ~0.8 GB/s on one core of
+    the development machine: 0.13 s for 100 MB).
+
+    Raises:
+        OutputError: a file of the checkpoint cannot be read.
+    """
     root = Path(path)
     digest = hashlib.sha256()
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.relative_to(root) if root.is_dir() else file.name}:{size}\n".encode())
-        if file.suffix == ".json" and size < 1_000_000:
-            digest.update(file.read_bytes())
+        try:
+            size = file.stat().st_size
+            digest.update(f"{file.relative_to(root) if root.is_dir() else file.name}:{size}\n".encode())
+            contents = hashlib.sha256()
+            with open(file, "rb") as stream:
+                while chunk := stream.read(1 << 20):
+                    contents.update(chunk)
+            digest.update(contents.digest())
+        except OSError as error:
+            raise OutputError(
+                f"cannot read {file} to fingerprint the checkpoint ({error.strerror or error}); check that "
+                "the checkpoint folder is readable"
+            ) from None
     return digest.hexdigest()
 
 
@@ -186,7 +202,7 @@ def _owned(out: Path, manifest: dict[str, Any], files: set[str]) -> set[str]:
     return owned & files
 
 
-def _shown(names: Sequence[str], n: int = 4) -> str:
+def _shown(names: Iterable[str], n: int = 4) -> str:
     names = sorted(names)
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
