@@ -100,7 +100,7 @@ def test_overwrite_removes_only_what_the_run_wrote(spirit, units, reference, tmp
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["written"].remove("peaks.csv")
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(OutputError, match="peaks.csv, which that run did not write"):
+    with pytest.raises(OutputError, match=r"peaks\.csv, which that run did not write"):
         claim_output_folder(out, overwrite=True)
     assert (out / "peaks.csv").read_text() == "my peaks"
 
