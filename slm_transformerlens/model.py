@@ -99,7 +99,8 @@ class HookedSLM(TransformerBridge):
         return super().to_str_tokens(input, *args, **kwargs)
 
     def to_string(self, tokens: Any) -> Any:
-        """TransformerLens' ``to_string``, also for ``Speech`` / ``Text`` inputs (their decoded string)."""
+        """TransformerLens' ``to_string``, also for ``Speech`` / ``Text`` inputs (their decoded string, which
+        the Hugging Face tokenizer turns back into exactly their tokens: the BOS is not doubled)."""
         if _is_speech_input(tokens):
             from slm_transformerlens.interop import generation
 

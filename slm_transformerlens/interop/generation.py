@@ -72,13 +72,31 @@ def to_str_tokens(model: Any, speech_input: Any) -> list[str] | list[list[str]]:
 
 
 def to_string(model: Any, speech_input: Any) -> str | list[str]:
-    """The decoded string of ``Speech`` / ``Text`` input (BOS included where the family prepends one)."""
+    """The decoded string of ``Speech`` / ``Text`` input, ready for a Hugging Face tool: ``tokenizer(text)``
+    gives back exactly the input's tokens.
+
+    The family's leading BOS is left out of the string when the tokenizer prepends one itself (Llama-3
+    based SIMS, SpiritLM, the organism), so it is not doubled; it is kept when the tokenizer does not.
+    """
     tokens, lengths = _encode(model, speech_input)
+    skip = _tokenizer_adds_bos(model.tokenizer)
     rows = [
-        model.tokenizer.decode(row[:n], clean_up_tokenization_spaces=False)
+        model.tokenizer.decode(
+            row[1:n] if skip and n and int(row[0]) == model.tokenizer.bos_token_id else row[:n],
+            clean_up_tokenization_spaces=False,
+        )
         for row, n in zip(tokens, lengths, strict=True)
     ]
     return rows[0] if _single(speech_input) else rows
+
+
+def _tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer(text)`` prepends the BOS token by itself."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and int(ids[0]) == int(bos)
 
 
 def left_pad(

@@ -7,8 +7,10 @@ The final stream (``resid_post`` of the last block) needs no translator. Optiona
 translators (``include_mid=True``) extend this to the middle of each block.
 
 On disk: ``config.json`` + ``params.safetensors`` (keys ``layer_translators.{i}.weight/bias`` and
-``mid_translators.{i}.weight/bias``), with the hash of the unembedding and the
-``SpeechVocab.fingerprint()`` so that a lens is never applied to another model silently.
+``mid_translators.{i}.weight/bias``), with the sha256 of the whole unembedding
+(:func:`unembedding_sha256`) and the ``SpeechVocab.fingerprint()`` so that a lens is never applied to
+another model silently. (tuned-lens' own ``unembed_hash`` hashes a printed summary of the matrix, i.e. only
+its corners; it is kept for that format, and is the only check of lenses saved before the full hash.)
 :meth:`TunedLens.from_tuned_lens` reads the published tuned-lens format (``config.json`` +
 ``params.pt``, loaded with ``weights_only=True``).
 """
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from slm_transformerlens.lens.base import Lens, LensError, check_site
 from slm_transformerlens.protocols import SpeechLM
 
-__all__ = ["TunedLens", "TunedLensConfig", "unembedding_hash"]
+__all__ = ["TunedLens", "TunedLensConfig", "unembedding_hash", "unembedding_sha256"]
 
 CONFIG_NAME = "config.json"
 PARAMS_NAME = "params.safetensors"
@@ -39,10 +41,26 @@ PUBLISHED_PARAMS_NAME = "params.pt"
 def unembedding_hash(model: SpeechLM) -> str:
     """tuned-lens' hash of the unembedding (``sha256(np.array_str(W, precision=1))``, ``W`` as [vocab, d_model]).
 
-    Robust to the dtype (it hashes a rounded summary), so a lens trained in fp32 loads on a bf16 model.
+    It hashes numpy's printed summary of a large matrix, i.e. only its corner rows and columns: kept for
+    the tuned-lens format; :func:`unembedding_sha256` covers every entry.
     """
     weight = model.W_U.detach().T.float().cpu().numpy()
     return hashlib.sha256(str.encode(np.array_str(weight, precision=1))).hexdigest()
+
+
+def unembedding_sha256(model: SpeechLM) -> str:
+    """sha256 of EVERY entry of the unembedding ``W_U`` [d_model, d_vocab], rounded to bfloat16 first.
+
+    The rounding makes the hash the same for the same weights loaded in float32 or bfloat16 (a lens trained
+    on one loads on the other); a float16 model can round differently (load it in float32 or bfloat16).
+    Any other change anywhere in the matrix changes it.
+    """
+    weight = model.W_U.detach()
+    digest = hashlib.sha256(f"{tuple(weight.shape)}".encode())
+    for start in range(0, weight.shape[0], 256):  # row blocks: no float32 copy of a large matrix at once
+        block = weight[start : start + 256].to(torch.bfloat16).contiguous().cpu()
+        digest.update(block.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -56,6 +74,7 @@ class TunedLensConfig:
     base_model_name_or_path: str = ""
     base_model_revision: str | None = None
     unembed_hash: str | None = None
+    unembed_sha256: str | None = None
     d_vocab: int | None = None
     vocab_fingerprint: str | None = None
     lens_type: str = "linear_tuned_lens"
@@ -101,6 +120,7 @@ class TunedLens(Lens):
             include_mid=include_mid,
             base_model_name_or_path=str(getattr(model.cfg, "model_name", "") or ""),
             unembed_hash=unembedding_hash(model),
+            unembed_sha256=unembedding_sha256(model),
             d_vocab=self.d_vocab,
             vocab_fingerprint=vocab.fingerprint() if vocab is not None else None,
         )
@@ -169,10 +189,14 @@ class TunedLens(Lens):
     def load(cls, path: str | Path, model: SpeechLM) -> TunedLens:
         """Load a lens saved with :meth:`save` for ``model``.
 
+        The whole unembedding must match (:func:`unembedding_sha256`). A lens saved before that hash was
+        recorded is checked with tuned-lens' corner hash only, with a warning to save it again.
+
         Raises:
-            LensError: missing files, or a lens trained for another model (different unembedding,
-                vocabulary layout, width or depth).
+            LensError: missing, damaged or mismatched files (another lens's parameters), or a lens trained
+                for another model (different unembedding, vocabulary layout, width or depth).
         """
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         directory = Path(path)
@@ -181,8 +205,15 @@ class TunedLens(Lens):
         if not params.is_file():
             raise LensError(f"{params} is missing; a saved TunedLens has {CONFIG_NAME} and {PARAMS_NAME}")
         lens = cls._for_model(config, model, check_hash=True)
-        state = load_file(str(params))
-        lens.load_state_dict({k: v.to(model.W_U.device) for k, v in state.items()}, strict=True)
+        try:
+            state = load_file(str(params))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            raise LensError(
+                f"{params} cannot be read ({_first_line(error)}): it is damaged or not a safetensors file; "
+                "save the lens again with TunedLens.save"
+            ) from None
+        _check_state(lens, {k: v for k, v in state.items()}, params)
+        lens.load_state_dict({k: v.float().to(model.W_U.device) for k, v in state.items()}, strict=True)
         return lens
 
     @classmethod
@@ -205,20 +236,19 @@ class TunedLens(Lens):
         config.include_mid = False
         config.vocab_fingerprint = None
         lens = cls._for_model(config, model, check_hash=check_hash)
-        raw = torch.load(params, map_location="cpu", weights_only=True)
-        if not isinstance(raw, dict):
-            raise LensError(f"{params} does not hold a state dict (got {type(raw).__name__})")
+        raw = _load_tensors(params)
         state = {}
         for key, value in raw.items():
-            name = key.removeprefix("layer_translators.")
+            name = str(key).removeprefix("layer_translators.")
             if name.split(".")[0].isdigit():
-                state[name] = value.float().to(model.W_U.device)
-        missing, unexpected = lens.layer_translators.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise LensError(
-                f"{params} does not match a {config.num_hidden_layers}-layer tuned lens: "
-                f"missing {list(missing)[:4]}, unexpected {list(unexpected)[:4]}"
-            )
+                if not isinstance(value, Tensor):
+                    raise LensError(f"{params}: {key!r} is not a tensor; it is not a tuned lens's parameters")
+                state[f"layer_translators.{name}"] = value
+        _check_state(lens, state, params, prefix="layer_translators.")
+        lens.load_state_dict(
+            {k: v.float().to(model.W_U.device) for k, v in state.items()},
+            strict=False,
+        )
         return lens
 
     @classmethod
@@ -239,6 +269,21 @@ class TunedLens(Lens):
                 "this lens was trained for a model with a different speech vocabulary layout "
                 "(SpeechVocab fingerprint mismatch); train a lens for this model"
             )
+        if check_hash and config.unembed_sha256 is not None:
+            if unembedding_sha256(model) != config.unembed_sha256:
+                raise LensError(
+                    "this lens was trained for a model with a different unembedding (the sha256 of the whole "
+                    "unembedding differs): it belongs to another checkpoint; train a lens for this model (the "
+                    "same checkpoint loaded in float16 can also differ: load it in float32 or bfloat16)"
+                )
+        elif check_hash and config.format == "slm_transformerlens":
+            import warnings
+
+            warnings.warn(
+                "this lens was saved before slm_transformerlens recorded the hash of the whole unembedding; "
+                "only tuned-lens' corner hash was compared. Save it again (TunedLens.save) to record it",
+                stacklevel=3,
+            )
         if check_hash and config.unembed_hash is not None and unembedding_hash(model) != config.unembed_hash:
             raise LensError(
                 "this lens was trained for a model with a different unembedding (unembed_hash mismatch): "
@@ -254,14 +299,81 @@ class TunedLens(Lens):
         return f"n_layers={self.n_layers}, d_model={self.d_model}, bias={self.config.bias}, include_mid={self.config.include_mid}"
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def _load_tensors(params: Path) -> dict[Any, Any]:
+    """``params.pt`` read with ``torch.load(weights_only=True)``: tensors only, never arbitrary objects.
+
+    Raises:
+        LensError: the file holds other objects (never unpickled: that could run code), is damaged, or is
+            not a dict.
+    """
+    import pickle
+    import zipfile
+
+    try:
+        raw = torch.load(params, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise LensError(
+            f"{params} holds objects other than tensors, which are never unpickled (that can run code); a "
+            "tuned lens's params.pt holds only tensors: use one saved by tuned-lens or TunedLens.save"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise LensError(
+            f"{params} cannot be read ({_first_line(error)}): it is damaged or not a torch.save file; "
+            "save the lens again"
+        ) from None
+    if not isinstance(raw, dict):
+        raise LensError(f"{params} does not hold a state dict (got {type(raw).__name__})")
+    return raw
+
+
+def _check_state(lens: TunedLens, state: dict[str, Any], params: Path, prefix: str = "") -> None:
+    """The parameters' names and shapes match ``lens`` (``prefix``: only those keys are compared).
+
+    Raises:
+        LensError: missing, unexpected or differently shaped parameters (another lens's file).
+    """
+    expected = {k: tuple(v.shape) for k, v in lens.state_dict().items() if k.startswith(prefix)}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shapes = [
+        f"{k} {got[k]} (expected {expected[k]})"
+        for k in sorted(set(got) & set(expected))
+        if got[k] != expected[k]
+    ]
+    if missing or unexpected or shapes:
+        problems = []
+        if missing:
+            problems.append(f"missing {missing[:3]}")
+        if unexpected:
+            problems.append(f"unexpected {unexpected[:3]}")
+        if shapes:
+            problems.append(f"shapes {shapes[:2]}")
+        raise LensError(
+            f"{params} does not hold the parameters of this lens ({lens.n_layers} layers, d_model "
+            f"{lens.d_model}, bias={lens.config.bias}, include_mid={lens.config.include_mid}): "
+            f"{'; '.join(problems)}. It is another lens's file: pass the folder saved together with its "
+            f"{CONFIG_NAME}"
+        )
+
+
 def _read_config(directory: Path) -> TunedLensConfig:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise LensError(f"{path} is missing; a tuned lens directory holds {CONFIG_NAME} and the parameters")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise LensError(f"{path} is not valid JSON: {error}") from error
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LensError(
+            f"{path} is not valid JSON ({_first_line(error)}); pass a folder saved by TunedLens.save or tuned-lens"
+        ) from None
+    if not isinstance(data, dict):
+        raise LensError(f"{path} is not a JSON object; it is not a tuned lens config")
     for key in ("d_model", "num_hidden_layers"):
         if key not in data:
             raise LensError(f"{path} lacks {key!r}; it is not a tuned lens config")

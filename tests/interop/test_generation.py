@@ -28,7 +28,8 @@ def test_str_tokens_and_string_of_speech_inputs(which, sims_model, spiritlm_mode
     unit = model.speech_vocab.unit_token(71)
     speech, text = (model.speech_vocab.marker_tokens[r] for r in ("speech", "text"))
     assert unit in str_tokens and speech in str_tokens and text in str_tokens
-    assert model.to_string(utterance()) == model.to_string(tokens)
+    # the string is what a Hugging Face tool re-tokenizes: exactly the tokens (BOS not doubled)
+    assert model.tokenizer(model.to_string(utterance()))["input_ids"] == tokens.tolist()
     batch = model.to_str_tokens([utterance(), short_utterance()])
     assert batch[0] == str_tokens
     assert len(batch[1]) == model.encode(short_utterance()).lengths[0]  # no padding strings
@@ -102,6 +103,16 @@ def test_greedy_generation_equals_hugging_face_generate(name, generation_pair):
     assert together[:, tokens.shape[1] :].tolist() == expected.tolist()
     with pytest.raises(InteropError, match="use_past_kv_cache"):
         model.generate(one, max_new_tokens=2, use_past_kv_cache=True, verbose=False)
+
+
+@pytest.mark.parametrize("name", GENERATION_MODELS)
+def test_to_string_round_trips_through_the_hugging_face_tokenizer(name, generation_pair):
+    """Llama-3-based SIMS, SpiritLM and the organism prepend a BOS that their tokenizer adds again."""
+    model, _ = generation_pair(name)
+    batch = [within(utterance(), model), within(short_utterance(), model)]
+    encoded = model.encode(batch)
+    for text, row, n in zip(model.to_string(batch), encoded.tokens, encoded.lengths, strict=True):
+        assert model.tokenizer(text)["input_ids"] == row[:n].tolist()
 
 
 def test_right_padded_token_batch_is_refused(checkpoint_factory):
