@@ -125,19 +125,27 @@ class HookedSLM(TransformerBridge):
         return super().generate(input, *args, **generation.no_kv_cache(kwargs))
 
     def test_prompt(self, prompt: Any, answer: Any, **kwargs: Any) -> Any:
-        """How the model ranks each token of ``answer`` after ``prompt`` (TransformerLens' ``utils.test_prompt``).
+        """How the model ranks each token of ``answer`` after ``prompt`` (TransformerLens' ``test_prompt``).
 
         ``Speech`` / ``Text`` prompts are encoded with the family's conventions and a per-token table
-        is returned (:func:`slm_transformerlens.interop.generation.test_prompt`); a string prompt goes
-        to ``transformer_lens.utils.test_prompt``.
+        is returned (:func:`slm_transformerlens.interop.generation.test_prompt`). A string prompt is read
+        as ``Text(prompt)`` (with the family's text marker, as the model saw text in training), so it works
+        on every TransformerLens version (4 moved ``utils.test_prompt``).
         """
-        if _is_speech_input(prompt):
-            from slm_transformerlens.interop import generation
+        from slm_transformerlens.interop import generation
 
-            return generation.test_prompt(self, prompt, answer, **kwargs)
-        from transformer_lens.utils import test_prompt
+        if isinstance(prompt, str):
+            from slm_transformerlens.speech.inputs import Text
 
-        return test_prompt(prompt, answer, self, **kwargs)
+            prompt = Text(prompt)
+        elif not _is_speech_input(prompt):
+            from slm_transformerlens.interop import InteropError
+
+            raise InteropError(
+                f"test_prompt takes a string or Speech / Text segments as the prompt, got "
+                f"{type(prompt).__name__}; decode tokens with model.to_string(tokens) first"
+            )
+        return generation.test_prompt(self, prompt, answer, **kwargs)
 
     def run_with_hooks(self, *args: Any, **kwargs: Any) -> Any:
         """TransformerBridge's ``run_with_hooks``; TransformerLens patching hooks are length-checked.

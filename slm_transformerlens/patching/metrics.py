@@ -20,6 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Literal
 
 import torch
@@ -243,6 +244,16 @@ class LensMetric(PatchMetric):
         self._ids = _token_ids(self.tokens)
         self._pos = _positions(self.position)
         self._lens = as_lens(self.lens)
+        n_layers = int(self._lens.n_layers)
+        if (
+            isinstance(self.layer, bool)
+            or not isinstance(self.layer, Integral)
+            or not 0 <= self.layer < n_layers
+        ):
+            raise PatchingError(
+                f"layer={self.layer!r} is not a layer of this model: it has {n_layers} layers, so pass "
+                f"layer= 0..{n_layers - 1}"
+            )
         self.needs_logits = False
         self.differentiable = self.kind != "rank"
         if not self.name:
