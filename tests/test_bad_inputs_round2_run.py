@@ -191,11 +191,13 @@ def test_a_failed_device_map_leaves_nothing_that_blocks_the_corrected_command(
 # ---------------------------------------------------------------- the table of bad inputs
 @dataclass
 class Context:
-    """What a case may use: a scratch folder, the tiny SpiritLM checkpoint and unit files."""
+    """What a case may use: a scratch folder, the tiny SpiritLM checkpoint, unit files and the loaded model
+    (shared: cases never change it)."""
 
     tmp: Path
     spirit: Path
     units: Path
+    model: Any
 
 
 @dataclass
@@ -251,7 +253,167 @@ def _deleted_part_merge(ctx: Context) -> Any:
     return run_module._merge(out, [0])
 
 
+def _lens_folder(ctx: Context, name: str = "lens", **kwargs: Any) -> Path:
+    """A tuned lens of the tiny SpiritLM model saved in ``ctx.tmp / name``."""
+    from slm_transformerlens.lens import TunedLens
+
+    return TunedLens(ctx.model, **kwargs).save(
+        ctx.tmp / name, format=kwargs.pop("format", "slm_transformerlens")
+    )
+
+
+def _published_folder(ctx: Context, name: str = "published", **kwargs: Any) -> Path:
+    from slm_transformerlens.lens import TunedLens
+
+    return TunedLens(ctx.model, **kwargs).save(ctx.tmp / name, format="tuned-lens")
+
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+class _Payload:
+    """A pickle that would call a function when loaded (what a malicious params.pt holds)."""
+
+    def __reduce__(self) -> Any:
+        import os
+
+        return (os.getcwd, ())
+
+
+def _malicious_pt(ctx: Context) -> Any:
+    from slm_transformerlens.lens import TunedLens
+
+    folder = _published_folder(ctx)
+    torch.save({"0.weight": _Payload()}, folder / "params.pt")
+    return TunedLens.from_tuned_lens(folder, ctx.model)
+
+
+def _truncated_safetensors(ctx: Context) -> Any:
+    from slm_transformerlens.lens import TunedLens
+
+    folder = _lens_folder(ctx)
+    _truncate(folder / "params.safetensors")
+    return TunedLens.load(folder, ctx.model)
+
+
+def _truncated_pt(ctx: Context) -> Any:
+    from slm_transformerlens.lens import TunedLens
+
+    folder = _published_folder(ctx)
+    _truncate(folder / "params.pt")
+    return TunedLens.from_tuned_lens(folder, ctx.model)
+
+
+def _other_lens_safetensors(ctx: Context) -> Any:
+    from slm_transformerlens.lens import TunedLens
+
+    folder, other = _lens_folder(ctx), _lens_folder(ctx, "other", include_mid=True)
+    shutil.copy(other / "params.safetensors", folder / "params.safetensors")
+    return TunedLens.load(folder, ctx.model)
+
+
+def _other_lens_pt(ctx: Context) -> Any:
+    from slm_transformerlens.lens import TunedLens
+
+    folder, other = _published_folder(ctx), _published_folder(ctx, "other", bias=False)
+    shutil.copy(other / "params.pt", folder / "params.pt")
+    return TunedLens.from_tuned_lens(folder, ctx.model)
+
+
+def _analyze_truncated_lens(ctx: Context) -> list[str]:
+    folder = _lens_folder(ctx)
+    _truncate(folder / "params.safetensors")
+    return analyze(ctx.spirit, ctx.units, ctx.tmp / "o", "--tuned-lens", str(folder))
+
+
+def _lens_metric_layer_15(ctx: Context) -> Any:
+    from slm_transformerlens.patching import LensMetric
+
+    return LensMetric(ctx.model, 15, tokens=5, position=0)
+
+
+def _same_pairs(ctx: Context) -> Path:
+    items = [
+        {"id": f"f{i}", "prompt": "the sky is", "correct": w, "counterfactual": w}
+        for i, w in enumerate(("blue", "green"))
+    ]
+    path = ctx.tmp / "facts.json"
+    path.write_text(json.dumps(items))
+    return path
+
+
+def _knowledge_same_pairs(ctx: Context) -> Any:
+    from slm_transformerlens.knowledge import knowledge_table, read_knowledge
+
+    return knowledge_table(ctx.model, read_knowledge(_same_pairs(ctx)), mode="text")
+
+
 CASES: list[Case] = [
+    Case(
+        "LensMetric layer 15 of a 3-layer model", _lens_metric_layer_15, SLMError, "has 3 layers", "KeyError"
+    ),
+    Case(
+        "tuned-lens params.pt that unpickles code",
+        _malicious_pt,
+        SLMError,
+        "never unpickled",
+        "weights_only=False",
+    ),
+    Case(
+        "truncated params.safetensors", _truncated_safetensors, SLMError, "cannot be read", "SafetensorError"
+    ),
+    Case("truncated params.pt", _truncated_pt, SLMError, "cannot be read", "PytorchStreamReader"),
+    Case(
+        "another lens's params.safetensors",
+        _other_lens_safetensors,
+        SLMError,
+        "another lens's file",
+        "size mismatch",
+    ),
+    Case(
+        "another lens's params.pt", _other_lens_pt, SLMError, "does not hold the parameters", "size mismatch"
+    ),
+    Case(
+        "analyze --tuned-lens with a truncated params.safetensors",
+        _cli(_analyze_truncated_lens),
+        CliError,
+        "cannot be read",
+        "SafetensorError",
+    ),
+    Case(
+        "knowledge_table with every counterfactual equal to its correct answer",
+        _knowledge_same_pairs,
+        SLMError,
+        "identical to its correct completion",
+        "0.500",
+    ),
+    Case(
+        "slm-lens knowledge with every counterfactual equal to its correct answer",
+        _cli(
+            lambda c: [
+                "knowledge",
+                str(c.spirit),
+                str(_same_pairs(c)),
+                "--mode",
+                "text",
+                "--quiet",
+                "--out",
+                str(c.tmp / "k"),
+            ]
+        ),
+        CliError,
+        "identical to its correct completion",
+        "accuracy 0.500",
+    ),
+    Case(
+        "test_prompt with a token tensor",
+        lambda c: c.model.test_prompt(torch.tensor([1, 2, 3]), "x"),
+        SLMError,
+        "takes a string or Speech / Text segments",
+        "ModuleNotFoundError",
+    ),
     Case(
         "analyze --batch-tokens 0",
         _cli(lambda c: analyze(c.spirit, c.units, c.tmp / "o", "--batch-tokens", "0")),
@@ -318,11 +480,58 @@ CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
-def test_bad_input_gives_one_clear_package_error(case: Case, spirit, units, tmp_path) -> None:
+def test_bad_input_gives_one_clear_package_error(case: Case, spirit, units, spiritlm_model, tmp_path) -> None:
     with pytest.raises(case.error) as caught:
-        case.run(Context(tmp_path, spirit, units))
+        case.run(Context(tmp_path, spirit, units, spiritlm_model))
     message = str(caught.value)
     if case.error is not CliError:
         assert isinstance(caught.value, SLMError)
     assert case.fragment in message
     assert case.absent not in message
+
+
+# ---------------------------------------------------------------- results that used to be wrong
+def test_a_lens_is_refused_for_an_unembedding_that_differs_away_from_its_corners(spirit, tmp_path) -> None:
+    import warnings
+
+    import slm_transformerlens as slt
+    from slm_transformerlens.lens import LensError, TunedLens, unembedding_hash, unembedding_sha256
+
+    model = slt.load(spirit, progress=False)  # a private copy: its unembedding is changed below
+    folder = TunedLens(model).save(tmp_path / "lens")
+    corner_hash = unembedding_hash(model)
+    with torch.no_grad():
+        weight = model.W_U  # [d_model, d_vocab]; numpy's printed summary shows 3 rows / columns per edge
+        assert weight.numel() > 1000
+        original = weight.clone()
+        weight[3:-3, 3:-3] += 0.5
+    assert unembedding_hash(model) == corner_hash  # tuned-lens' hash cannot see the change
+    with pytest.raises(LensError, match="sha256 of the whole unembedding differs"):
+        TunedLens.load(folder, model)
+    with torch.no_grad():
+        model.W_U.copy_(original)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["unembed_sha256"] == unembedding_sha256(model)
+    assert isinstance(TunedLens.load(folder, model), TunedLens)
+    # a lens saved before the full hash was recorded still loads, with a warning to save it again
+    del config["unembed_sha256"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TunedLens.load(folder, model)
+    assert any("Save it again" in str(w.message) for w in caught)
+
+
+def test_a_string_prompt_is_ranked_as_the_forward_pass_ranks_it(spiritlm_model) -> None:
+    from slm_transformerlens import Text
+
+    model = spiritlm_model
+    table = model.test_prompt("the capital of", " france", print_details=False)
+    full = model.to_tokens([Text("the capital of"), Text(" france")])[0]
+    n = model.to_tokens([Text("the capital of")]).shape[1]
+    assert table["token"].tolist() == full[n:].tolist()
+    with torch.no_grad():
+        logits = model(full[None])[0]
+    for row in table.itertuples():
+        step = logits[row.position - 1]
+        assert row.rank == int((step > step[row.token]).sum())
