@@ -54,7 +54,12 @@ from slm_transformerlens.lens.readout import (
 )
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver, WordTargets
 from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tuned_lens
-from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash, unembedding_sha256
+from slm_transformerlens.lens.tuned_lens import (
+    TunedLens,
+    TunedLensConfig,
+    unembedding_hash,
+    unembedding_sha256,
+)
 
 __all__ = [
     "DEFAULT_STOP_WORDS",

@@ -110,9 +110,13 @@ def test_slamkit_tie_rule(spiritlm_model):
     np.testing.assert_array_equal(pair_scores([1.0, -2.0, -3.0], [0.0, -2.0, -1.0]), [1.0, 0.5, 0.0])
     same = items_from_facts(FACTS[:1])[0]
     tie = type(same)("tie", same.prompt, same.correct, same.correct)
-    table = knowledge_table(spiritlm_model, [tie], mode="text", progress=False)
+    with pytest.warns(UserWarning, match="1 of 2 knowledge items have a counterfactual identical"):
+        table = knowledge_table(spiritlm_model, [tie, same], mode="text", progress=False)
     assert table.loc[0, "score_mean"] == table.loc[0, "score_sum"] == 0.5
-    assert knowledge_accuracy(table) == 0.5
+    assert knowledge_accuracy(table.iloc[:1]) == 0.5
+    # only identical pairs: refused, not an accuracy of 0.5 that reads as chance (issue 18)
+    with pytest.raises(KnowledgeError, match="every item's counterfactual is identical"):
+        knowledge_table(spiritlm_model, [tie], mode="text", progress=False)
 
 
 def test_speech_mode_without_units_or_tokenizer_is_a_clear_error(spiritlm_model):
