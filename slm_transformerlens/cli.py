@@ -77,10 +77,11 @@ def _analyze(args: argparse.Namespace) -> int:
             readers[id(model)] = _speech_reader(args, [item.path for item in items], model)
         return readers[id(model)](path)
 
+    main_rank = os.environ.get("RANK", "0") == "0"  # only rank 0 checks the manifest: one read of the weights
     settings = {
         "checkpoint": str(args.path),
-        "checkpoint_fingerprint": checkpoint_fingerprint(args.path),
-        "tuned_lens": None if not args.tuned_lens else checkpoint_fingerprint(args.tuned_lens),
+        "checkpoint_fingerprint": checkpoint_fingerprint(args.path) if main_rank else None,
+        "tuned_lens": checkpoint_fingerprint(args.tuned_lens) if args.tuned_lens and main_rank else None,
         "dtype": args.dtype,
         **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},

@@ -370,6 +370,12 @@ def _start(
         paths = [str(Path(i.get("path", "")).resolve()) for i in manifest.get("items", [])]
         if paths != [i["path"] for i in listed]:
             changed.append("the input items differ")
+        changed = [
+            "the checkpoint's files changed since the run began (checkpoint_fingerprint differs)"
+            if c.startswith("checkpoint_fingerprint:")
+            else c
+            for c in changed
+        ]
         if changed:
             raise RunError(
                 f"{out / MANIFEST} was written by a run with other settings ({'; '.join(changed[:4])}); "
@@ -685,7 +691,7 @@ def run_analysis(
         load_model: ``device -> model`` (called once per process, after the folder is checked).
         read_item: ``(model, path) -> utterance``; its package errors mark the item bad.
         settings: what the results depend on (checkpoint fingerprint, data options...), stored in the
-            manifest and compared on ``resume``; the protocol is added to it.
+            manifest and compared on ``resume`` (by rank 0 only); the protocol is added to it.
         protocol: the analysis settings (:class:`~slm_transformerlens.lens.LensProtocol`).
         make_lens: ``model -> lens`` (``None``: the logit lens).
         device: the model's device (under ``torchrun`` with CUDA: ``cuda:LOCAL_RANK``).
