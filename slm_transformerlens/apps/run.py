@@ -210,9 +210,9 @@ def _shown(names: Iterable[str], n: int = 4) -> str:
 def claim_output_folder(out_dir: str | Path, *, resume: bool = False, overwrite: bool = False) -> Path:
     """Check ``out_dir`` before any compute: writable, and empty unless it holds a run to resume / overwrite.
 
-    A folder holding a run (its ``manifest.json``) needs ``resume`` (go on with it) or ``overwrite``.
-    A run that stopped before it analysed anything (its model did not load...) is replaced without
-    ``overwrite``. ``overwrite`` removes only what the run wrote, as its manifest lists it (the manifest, the part files
+    A folder holding a run (its ``manifest.json``) needs ``resume`` (go on with it) or ``overwrite``; a run
+    that stopped before it analysed anything (its model did not load...) is replaced without them.
+    ``overwrite`` removes only what the run wrote, as its manifest lists it (the manifest, the part files
     and logs in ``parts/``, the report files named in its ``written`` list); any other file in the folder
     (your notes, figures) is kept. A folder holding files but no run is never used, with or without
     ``overwrite``; nor is a run folder in which a file the run did not write has a name the report writes
