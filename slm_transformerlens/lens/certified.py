@@ -48,7 +48,7 @@ Which tokens are recomputed (``R`` replaces ``A``), per row:
 
 The patched logits (``R`` where recomputed, ``A`` elsewhere) then have exactly ``R``'s target ranks
 and top-k ids; equal ``R`` values are ordered by ``torch.topk`` as on ``R`` itself (top-k probabilities
-use the ``R`` values). A row with more than ``V / 8`` undecided tokens is recomputed whole
+use the ``R`` values). A row with more than ``V / 32`` undecided tokens is recomputed whole
 (``CertifiedStats.rows_full``). Span max-pooling pools ``A`` and the per-row coefficients (max over the
 span's members) before the selection and recomputes a pooled token from all its members.
 
@@ -90,8 +90,9 @@ __all__ = [
 CERTIFIED_FORMATS: tuple[str, ...] = ("bfloat16", "tf32")
 #: Assumed relative error of one accumulation step of the matmul (IEEE round-to-nearest is 2**-24).
 ACCUMULATION_UNIT = 2.0**-21
-#: A row with more undecided tokens than this fraction of the vocabulary is recomputed whole.
-FULL_ROW_FRACTION = 1 / 8
+#: A row with more undecided tokens than this fraction of the vocabulary is recomputed whole (a float64
+#: matmul of the row costs about as much as gathering this many unembedding rows, estimated).
+FULL_ROW_FRACTION = 1 / 32
 _SLACK = 2.0**-20  # relative slack for float32 evaluation of the bound (see the module docstring)
 _TINY = 1e-30
 _PAIR_BATCH = 1 << 12  # (row, token) pairs per float64 recheck batch
@@ -151,7 +152,7 @@ class CertifiedUnembedding:
     """The unembedding rounded to a reduced format, its per-token bound factors and the float32 original.
 
     Attributes:
-        weight: ``[V, d]`` float32 unembedding (the recheck's).
+        weight: ``[V, d]`` unembedding of the recheck (``rounded`` itself when that holds it exactly).
         rounded: ``W^``: bf16 where products run natively, else float32 holding the rounded values.
         fmt: ``"bfloat16"`` or ``"tf32"``.
         bias: float32 bias or ``None``.
@@ -301,6 +302,8 @@ class CertifiedLogits:
     ) -> Float[Tensor, "n vocab"]:
         """The patched logits: ``R`` wherever the bound cannot settle a top-k or a target rank, else ``A``.
 
+        Patches :attr:`values` in place (and returns them): call it once.
+
         Args:
             k: top-k size of every view.
             masks: the views (``None`` = whole vocabulary; ``k`` must not exceed a view's size).
@@ -326,7 +329,7 @@ class CertifiedLogits:
         counts = undecided.sum(-1)
         full = counts > vocab * FULL_ROW_FRACTION
         rows, tokens = torch.nonzero(undecided & ~full.unsqueeze(-1), as_tuple=True)
-        out = self.values.clone()
+        out = self.values  # patched in place: the approximate values are not needed afterwards
         out[rows, tokens] = self.exact(rows, tokens)
         full_rows = torch.nonzero(full).flatten()
         if len(full_rows):
@@ -357,10 +360,12 @@ def certified_unembedding(
         coef[s : s + _VOCAB_BLOCK] = torch.linalg.vector_norm(
             w64 - r64, dim=-1
         ) + gamma * torch.linalg.vector_norm(r64, dim=-1)
+    exact = bool(torch.equal(rounded, w))  # W^ == W (a bf16 model's unembedding): keep one copy
     native = fmt == "bfloat16" and native_half_matmul(w.device.type)
+    rounded = (rounded.to(torch.bfloat16) if native else rounded).contiguous()
     return CertifiedUnembedding(
-        weight=w.contiguous(),
-        rounded=(rounded.to(torch.bfloat16) if native else rounded).contiguous(),
+        weight=rounded if exact else w.contiguous(),
+        rounded=rounded,
         fmt=fmt,
         bias=None if bias is None else bias.detach().float(),
         w_norm=_up(w_norm),

@@ -98,19 +98,25 @@ def test_certified_ranks_and_top_k_are_exact_on_near_ties(fmt) -> None:
 
 
 def test_recheck_is_small_on_random_data() -> None:
+    """Random Gaussian rows: mid-vocabulary targets cost a few percent of the logits at d = 64; a top-k
+    alone costs about k per row even at d = 256 (the bound grows like sqrt(d) relative to the logits)."""
     g = torch.Generator().manual_seed(3)
-    weight = (torch.randn(4000, 128, generator=g) / 8).bfloat16().float()
-    x = torch.randn(64, 128, generator=g) * 3
-    targets = torch.randint(0, 4000, (64, 2), generator=g)
-    unembedding = certified_unembedding(weight, None)
-    patched = unembedding(x).certify(k=K, masks=[None], targets=[targets])
-    ref = reference(x, weight)
-    assert torch.equal(ranks_of(patched, targets[:, 0]), ranks_of(ref, targets[:, 0]))
-    assert torch.equal(ranks_of(patched, targets[:, 1]), ranks_of(ref, targets[:, 1]))
-    assert torch.equal(patched.topk(K).indices, ref.topk(K).indices)
-    stats = unembedding.stats
-    assert stats.rows_full == 0
-    assert stats.rechecked <= 0.05 * stats.tokens, stats  # a few percent of the logits at most
+    for d, with_targets in ((64, True), (256, False)):
+        weight = (torch.randn(4000, d, generator=g) / 8).bfloat16().float()
+        x = torch.randn(64, d, generator=g) * 3
+        targets = torch.randint(0, 4000, (64, 2), generator=g)
+        unembedding = certified_unembedding(weight, None)
+        patched = unembedding(x).certify(k=K, masks=[None], targets=[targets] if with_targets else [])
+        ref = reference(x, weight)
+        assert torch.equal(patched.topk(K).indices, ref.topk(K).indices)
+        stats = unembedding.stats
+        assert stats.rows_full == 0
+        if with_targets:
+            assert torch.equal(ranks_of(patched, targets[:, 0]), ranks_of(ref, targets[:, 0]))
+            assert torch.equal(ranks_of(patched, targets[:, 1]), ranks_of(ref, targets[:, 1]))
+            assert stats.rechecked <= 0.03 * stats.tokens, stats
+        else:
+            assert stats.rechecked <= 1.5 * K * stats.rows, stats
 
 
 def test_bound_holds_for_float32_weights_bias_and_scales() -> None:
