@@ -231,6 +231,7 @@ def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: i
     import torch
 
     from slm_transformerlens.lens import LogitLens, capture_residuals, plan_readouts
+    from slm_transformerlens.lens.certified import certified_unembedding
 
     lens = LogitLens(model)
     tokens = batch.tokens.to(device)
@@ -275,6 +276,14 @@ def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: i
                 f"ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != float64 "
                 f"{int((top != exact_top).any(-1).sum())}{extra}"
             )
+        # the TF32 format of the same bound: how much less it would recompute (not timed)
+        tf32 = certified_unembedding(*lens.unembedding(), fmt="tf32")
+        rank, top = rank_top(tf32(x).certify(k=10, masks=[None], targets=[target]))
+        out.append(
+            f"certified (tf32 inputs): ranks != float64 rounded {int((rank != rounded_rank).sum())}, top-10 != "
+            f"{int((top != rounded_top).any(-1).sum())}; rechecked {tf32.stats.rechecked / max(tf32.stats.rows, 1):.0f} "
+            f"logits/row, rows recomputed whole {tf32.stats.rows_full}"
+        )
     return "\n  ".join(out)
 
 

@@ -47,10 +47,19 @@ Which tokens are recomputed (``R`` replaces ``A``), per row:
   and is in no top-k, and its ``A_v < tau`` stays below every top-k value of the patched logits.
 
 The patched logits (``R`` where recomputed, ``A`` elsewhere) then have exactly ``R``'s target ranks
-and top-k ids; equal ``R`` values are ordered by ``torch.topk`` as on ``R`` itself (top-k probabilities
-use the ``R`` values). A row with more than ``V / 32`` undecided tokens is recomputed whole
-(``CertifiedStats.rows_full``). Span max-pooling pools ``A`` and the per-row coefficients (max over the
-span's members) before the selection and recomputes a pooled token from all its members.
+and top-k ids (the top-k values are ``R``'s; tokens with exactly equal ``R`` values are ordered as
+``torch.topk`` orders them in the patched logits, where they hold those same values). A row with more
+than :data:`FULL_ROW_TOKENS` undecided tokens is recomputed whole (``CertifiedStats.rows_full``). Span
+max-pooling pools ``A`` and the per-row coefficients (max over the span's members) before the selection
+and recomputes a pooled token from all its members.
+
+How many tokens that is. The bound grows like ``u sqrt(d)`` relative to the spread of the logits (``u``
+the input format's unit roundoff). A top-k alone costs about ``k`` tokens per row (measured on random
+rows up to ``d = 256``). A target in the dense middle of the vocabulary costs every token within the
+bound of it: a few percent of the vocabulary at ``d = 64`` with bf16 inputs (measured), and at
+``d = 4096`` with a 128k vocabulary (about 50,000 tokens per logit unit there, a bound estimated at
+0.1-0.3 logit) most such rows are recomputed whole: then "certified" costs a bf16 product plus a
+float64 one. TF32 inputs (``fmt="tf32"``) shrink the input term 8x. Not measured on a GPU.
 
 Probabilities, masses and entropy are computed from the patched logits: the top-k and target logits
 in them are ``R`` (exact), the others are ``A`` within ``beta_v`` of exact, so ``log Z`` is off by at
@@ -77,7 +86,7 @@ from slm_transformerlens.lens.precision import K_BLOCK, native_half_matmul, redu
 __all__ = [
     "ACCUMULATION_UNIT",
     "CERTIFIED_FORMATS",
-    "FULL_ROW_FRACTION",
+    "FULL_ROW_TOKENS",
     "CertifiedLogits",
     "CertifiedStats",
     "CertifiedUnembedding",
@@ -90,9 +99,10 @@ __all__ = [
 CERTIFIED_FORMATS: tuple[str, ...] = ("bfloat16", "tf32")
 #: Assumed relative error of one accumulation step of the matmul (IEEE round-to-nearest is 2**-24).
 ACCUMULATION_UNIT = 2.0**-21
-#: A row with more undecided tokens than this fraction of the vocabulary is recomputed whole (a float64
-#: matmul of the row costs about as much as gathering this many unembedding rows, estimated).
-FULL_ROW_FRACTION = 1 / 32
+#: A row with more undecided tokens than this is recomputed whole: on a GPU, gathering about 1,000 rows of
+#: a 4096-wide unembedding for float64 dot products moves about as many bytes as a float64 product of the
+#: row with a 128k vocabulary costs time (an estimate, not measured).
+FULL_ROW_TOKENS = 1024
 _SLACK = 2.0**-20  # relative slack for float32 evaluation of the bound (see the module docstring)
 _TINY = 1e-30
 _PAIR_BATCH = 1 << 12  # (row, token) pairs per float64 recheck batch
@@ -133,7 +143,7 @@ class CertifiedStats:
         tokens: logits read (rows x vocabulary).
         rechecked: logits recomputed in float64 (targets and whole rows included).
         rows_rechecked: rows that recomputed more than the unavoidable ``k`` per view plus their targets.
-        rows_full: rows recomputed whole (more than ``FULL_ROW_FRACTION`` of the vocabulary undecided).
+        rows_full: rows recomputed whole (more than :data:`FULL_ROW_TOKENS` undecided).
     """
 
     rows: int = 0
@@ -327,7 +337,7 @@ class CertifiedLogits:
             undecided |= hi >= tau if mask is None else (hi >= tau) & mask
         undecided[t_rows, t_ids] = True
         counts = undecided.sum(-1)
-        full = counts > vocab * FULL_ROW_FRACTION
+        full = counts > FULL_ROW_TOKENS
         rows, tokens = torch.nonzero(undecided & ~full.unsqueeze(-1), as_tuple=True)
         out = self.values  # patched in place: the approximate values are not needed afterwards
         out[rows, tokens] = self.exact(rows, tokens)

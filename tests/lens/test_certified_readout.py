@@ -212,8 +212,8 @@ def test_certified_span_pooling_equals_hand_ranking(own_model, pool, monkeypatch
     lens = LogitLens(own_model)
     ref = reference(x, weight)
     full_vocab = {"full": None}
-    for fraction in (certified_module.FULL_ROW_FRACTION, 0.0):  # 0: every row recomputed whole
-        monkeypatch.setattr(certified_module, "FULL_ROW_FRACTION", fraction)
+    for limit in (certified_module.FULL_ROW_TOKENS, 0):  # 0: every row recomputed whole
+        monkeypatch.setattr(certified_module, "FULL_ROW_TOKENS", limit)
         got = read_vectors(
             lens,
             x,
@@ -264,3 +264,25 @@ def test_certified_non_finite_names_the_row(spiritlm_model) -> None:
     h[6, 3] = float("nan")
     with pytest.raises(NonFiniteError, match=r"at row 6 hold NaN"):
         read(spiritlm_model, lens, h, torch.tensor([[5, -1]] * 9), "certified", chunk_size=2)
+
+
+def test_tables_agree_with_fp32_on_a_bf16_model(spiritlm_checkpoint, utterance) -> None:
+    """End to end (lens_table, transcription_table with span pooling): the ranks and top-k of the fp32
+    read-out (accurate to float32 here: no near-ties), probabilities within the certified bound."""
+    from slm_transformerlens.lens import lens_table, transcription_table
+
+    model = slt.load(spiritlm_checkpoint, progress=False, dtype="bfloat16")
+    tokens, spans = utterance
+    kwargs = dict(word_spans=spans, positions="every", targets={"t": [5, 7]}, token_strings=False)
+    fp32 = lens_table(model, tokens, readout_precision="fp32", **kwargs)
+    lens = LogitLens(model, readout_precision="certified")
+    certified = lens_table(model, tokens, lens=lens, **kwargs)
+    assert certified["rank_t"].equals(fp32["rank_t"]) and certified["top_ids"].equals(fp32["top_ids"])
+    assert (certified["prob_t"] - fp32["prob_t"]).abs().max() < 1e-4
+    data = [(tokens, spans), (tokens, spans)]
+    a = transcription_table(model, data, modalities=None, progress=False, lens=lens)
+    b = transcription_table(model, data, modalities=None, progress=False, readout_precision="fp32")
+    for column in ("rank", "next_rank", "top_ids"):
+        assert a[column].equals(b[column]), column
+    assert (a["prob"] - b["prob"]).abs().max() < 1e-4
+    assert lens.certified_unembedding().stats.rows > 0
