@@ -23,10 +23,11 @@ the certified ranks and top-k must equal those of the float64 logits rounded to 
     python benchmarks/bench_scale_gpu.py [--config llama2-7b|qwen2.5-7b] [--n 64]
     python benchmarks/bench_scale_gpu.py --small --device cpu    # 2 layers, 2 short utterances (~30 s)
 
-The GPU run prepared for an H200 (about 10 minutes with the model build; the device-map check takes
-well under a minute)::
+The GPU run prepared for an H200 (32 utterances, ~12k tokens: the shape of the last measured run;
+each command is capped so that both fit in 10 minutes; the certified read-out's cost there is unknown)::
 
-    python benchmarks/bench_scale_gpu.py --n 64 --repeats 2 && python benchmarks/check_device_map_gpu.py
+    timeout 480 python benchmarks/bench_scale_gpu.py --n 32 --repeats 2 2>&1 | tee $OUT/bench_scale_gpu.txt;
+    timeout 110 python benchmarks/check_device_map_gpu.py 2>&1 | tee $OUT/check_device_map_gpu.txt
 
 Needs: a CUDA GPU with >= 40 GB (weights 13.5-15 GB in bf16, plus activations of ``--batch-tokens``) and
 the package's environment (torch >= 2.8 with CUDA for the native fast and certified read-outs,

@@ -246,6 +246,10 @@ def test_certified_is_opt_in_and_named(spiritlm_model) -> None:
     assert lens.resolved_readout_precision() == "fp32"
     with pytest.raises(LensError, match="certified_logits"):
         lens.unembed(torch.zeros(2, spiritlm_model.cfg.d_model), precision="certified")
+    from slm_transformerlens.cli import build_parser
+
+    args = build_parser().parse_args(["analyze", "ckpt", "a.json", "--readout-precision", "certified"])
+    assert args.readout_precision == "certified"
 
 
 def test_certified_resolves_to_fp32_under_a_logit_transform(own_model, monkeypatch) -> None:
