@@ -133,6 +133,28 @@ def test_bound_holds_for_float32_weights_bias_and_scales() -> None:
             assert width < 0.05 * float(ref.abs().max()), (scale, fmt, width)  # a useful bound
 
 
+def test_bound_holds_where_the_rounding_errors_align() -> None:
+    """The worst case of the proof: unembedding rows parallel to a row's input rounding error (and
+    weights whose own rounding error is parallel to the rounded input) reach the Cauchy-Schwarz bound."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 200, generator=g)
+    for fmt in ("bfloat16", "tf32"):
+        xr = round_to_format(x, fmt)
+        along_x = round_to_format(
+            3 * (x - xr) / (x - xr).norm(dim=-1, keepdim=True), fmt
+        )  # format-exact rows
+        w_round = round_to_format(xr, fmt) + xr * 2.0**-9  # not format-exact, its error along x^
+        weight = torch.cat([along_x, -along_x, w_round, torch.randn(100, 200, generator=g)])
+        unembedding = certified_unembedding(weight, None, fmt=fmt)
+        logits = unembedding(x)
+        lo, hi = logits.bounds()
+        ref = reference(x, weight)
+        assert ((lo <= ref) & (ref <= hi)).all(), fmt
+        error = (logits.values - ref).abs()[:, :8].diagonal()  # each row against its own aligned token
+        input_term = (x - xr).norm(dim=-1) * along_x.norm(dim=-1)  # the proof's first term, here reached
+        assert (error >= 0.95 * input_term).all(), fmt
+
+
 def test_round_to_format() -> None:
     x = torch.tensor(
         [1 + 2.0**-11, 1 + 3 * 2.0**-11, 1 + 2.0**-12, -(1 + 2.0**-10 + 2.0**-11), 3.0e38, float("inf")]
