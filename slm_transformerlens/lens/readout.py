@@ -569,14 +569,7 @@ def read_vectors(
         for view, result in reduced.items():
             for key, value in result.items():
                 parts[view].setdefault(key, []).append(value)
-    if not_finite and bool(torch.stack(not_finite).any()):  # the one host sync of the read-out
-        bad = int(torch.nonzero(torch.stack(not_finite).cpu()).flatten()[0])
-        start, _, m_start, m_stop = chunks[bad]
-        with torch.no_grad():
-            _raise_not_finite(
-                chunk_logits(m_start, m_stop),
-                lambda i: name_row(start + i if groups is None else int(groups[m_start + i])),
-            )
+    _check_finite(not_finite, chunks, chunk_logits, name_row, groups)  # the one host sync of the read-out
     return {view: _collect(store, n_rows, n_groups, targets) for view, store in parts.items()}
 
 
@@ -586,14 +579,25 @@ def _not_finite(logits: Tensor | CertifiedLogits) -> Tensor:
     return ~(torch.isfinite(low) & torch.isfinite(high))
 
 
-def _raise_not_finite(logits: Tensor | CertifiedLogits, describe_row: Callable[[int], str]) -> None:
-    """Name the first row of a chunk flagged by :func:`_not_finite` in the error."""
+def _check_finite(
+    flags: Sequence[Tensor],
+    chunks: Sequence[tuple[int, int, int, int]],
+    chunk_logits: Callable[[int, int], Tensor | CertifiedLogits],
+    name_row: Callable[[int], str],
+    groups: Int[Tensor, " members"] | None,
+) -> None:
+    """Read the chunks' :func:`_not_finite` flags once; recompute the first bad chunk to name its row."""
+    if not flags or not bool(torch.stack(list(flags)).any()):
+        return
+    bad = int(torch.nonzero(torch.stack(list(flags)).cpu()).flatten()[0])
+    start, _, m_start, m_stop = chunks[bad]
+    with torch.no_grad():
+        logits = chunk_logits(m_start, m_stop)
     check_finite_logits(
-        logits.values if isinstance(logits, CertifiedLogits) else logits, describe_row=describe_row
+        logits.values if isinstance(logits, CertifiedLogits) else logits,
+        describe_row=lambda i: name_row(start + i if groups is None else int(groups[m_start + i])),
     )
-    raise NonFiniteError(
-        f"lens logits at {describe_row(0)}.. are not finite"
-    )  # not reproduced: still an error
+    raise NonFiniteError(f"lens logits at {name_row(start)} are not finite")  # not reproduced: still an error
 
 
 def _collect(
