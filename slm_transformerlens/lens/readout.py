@@ -442,18 +442,21 @@ def _reduce_masked(
 CPU_CHUNK_ROWS, MAX_CHUNK_ROWS = 128, 8192
 
 
-def default_chunk_size(device: torch.device | str, d_vocab: int) -> int:
+def default_chunk_size(device: torch.device | str, d_vocab: int, precision: str = "fp32") -> int:
     """Rows per unembedding chunk: 128 on the CPU; on CUDA as many as a quarter of the free memory holds.
 
-    Each row costs about ``12 x d_vocab`` bytes in flight (float32 logits and their reductions). Large
-    chunks matter on a GPU: for a 7B-shaped model with a 128k vocabulary on an H200, 128-row chunks made
-    the analysis 5.1x a plain forward and 4,096-row chunks 3.5x (benchmarks/bench_scale_gpu.py).
+    Each row costs about ``12 x d_vocab`` bytes in flight (float32 logits and their reductions), or
+    ``24 x d_vocab`` for ``precision="certified"`` (its bounds and masks, see
+    :mod:`~slm_transformerlens.lens.certified`). Large chunks matter on a GPU: for a 7B-shaped model with
+    a 128k vocabulary on an H200, 128-row chunks made the analysis 5.1x a plain forward and 4,096-row
+    chunks 3.5x (benchmarks/bench_scale_gpu.py).
     """
     device = torch.device(device)
     if device.type != "cuda":
         return CPU_CHUNK_ROWS
     free, _ = torch.cuda.mem_get_info(device)
-    return int(max(CPU_CHUNK_ROWS, min(MAX_CHUNK_ROWS, free // 4 // (12 * max(d_vocab, 1)))))
+    per_row = (24 if precision == "certified" else 12) * max(d_vocab, 1)
+    return int(max(CPU_CHUNK_ROWS, min(MAX_CHUNK_ROWS, free // 4 // per_row)))
 
 
 def read_vectors(
@@ -526,7 +529,7 @@ def read_vectors(
     precision = lens.resolved_readout_precision(readout_precision)  # builds the "fast" weight (if any) first
     device = lens.device
     if chunk_size is None:
-        chunk_size = default_chunk_size(device, lens.d_vocab)
+        chunk_size = default_chunk_size(device, lens.d_vocab, precision)
     if chunk_size < 1:
         raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
     if (groups is None) != (pool is None) or pool not in (None, "max", "any"):
