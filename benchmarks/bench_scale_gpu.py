@@ -223,16 +223,18 @@ def agreement(a: Any, b: Any) -> str:
     return "\n  ".join(lines)
 
 
-def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: int = 0) -> str:
-    """The read-out logits of every precision against float64, on this benchmark's residual vectors.
+def float64_check(model: Any, batch: Any, device: str, rows: int = 4096, seed: int = 0) -> str:
+    """The read-out logits of every precision against float64, on this benchmark's residual vectors,
+    with the time of each product on these rows (a random target per row, top-10).
 
     ``certified`` is judged on what it guarantees (ranks and top-10 ids of the float64 logits rounded to
-    float32, ``R``) and on the same float64 comparisons as the others.
+    float32, ``R``: 0 and 0) and on the same float64 comparisons as the others; it is run in the lens'
+    configuration and three others (recheck counts: float64 logits recomputed per row, rows whole).
     """
     import torch
 
     from slm_transformerlens.lens import LogitLens, capture_residuals, plan_readouts
-    from slm_transformerlens.lens.certified import certified_unembedding
+    from slm_transformerlens.lens.certified import DEFAULT_BLOCK, DEFAULT_FORMAT, certified_unembedding
 
     lens = LogitLens(model)
     tokens = batch.tokens.to(device)
@@ -241,6 +243,17 @@ def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: i
     vectors = capture_residuals(
         model, tokens, plan, layers, ["resid_post"], attention_mask=batch.attention_mask
     )
+
+    def timed(fn: Any) -> tuple[Any, float]:
+        fn()  # warm up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
+
     with torch.no_grad():
         x = torch.cat([lens.normalized(v, *key) for key, v in vectors.items()])[:rows]
         exact = x.double() @ lens.unembedding()[0].double().T
@@ -252,39 +265,43 @@ def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: i
 
         exact_rank, exact_top = rank_top(exact)
         rounded_rank, rounded_top = rank_top(exact.float())
-        fp32_rank, fp32_top = rank_top(lens.unembed(x, precision="fp32"))
-        out = [f"{x.shape[0]} rows x {exact.shape[1]} tokens (layers {layers}), random targets:"]
-        for precision in ("fp32", "fast", "certified"):
-            extra = ""
-            if precision == "certified":
-                stats = lens.certified_unembedding().stats
-                stats.reset()
-                logits = lens.certified_logits(x).certify(k=10, masks=[None], targets=[target]).double()
-                rank, top = rank_top(logits)
-                extra = (
-                    f"; vs float64 rounded to float32: ranks != {int((rank != rounded_rank).sum())}, "
-                    f"top-10 != {int((top != rounded_top).any(-1).sum())}; vs fp32: ranks != "
-                    f"{int((rank != fp32_rank).sum())}, top-10 != {int((top != fp32_top).any(-1).sum())}; "
-                    f"rechecked {stats.rechecked / max(stats.rows, 1):.0f} logits/row, "
-                    f"rows recomputed whole {stats.rows_full}"
-                )
-            else:
-                logits = lens.unembed(x, precision=precision).double()
-                rank, top = rank_top(logits)
-            error = (logits - exact).abs()
+        out = [f"{x.shape[0]} rows x {exact.shape[1]} tokens (layers {layers}), a random target per row:"]
+
+        def line(name: str, logits: Any, seconds: float, extra: str = "") -> None:
+            rank, top = rank_top(logits)
+            error = (logits.double() - exact).abs()
             out.append(
-                f"{precision:9}: |logit - float64| rms {error.pow(2).mean().sqrt():.2e} max {error.max():.2e}; "
-                f"ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != float64 "
-                f"{int((top != exact_top).any(-1).sum())}{extra}"
+                f"{name:26} {seconds * 1e3:8.1f} ms; |logit - float64| rms {error.pow(2).mean().sqrt():.2e} "
+                f"max {error.max():.2e}; ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != "
+                f"float64 {int((top != exact_top).any(-1).sum())}{extra}"
             )
-        # the TF32 format of the same bound: how much less it would recompute (not timed)
-        tf32 = certified_unembedding(*lens.unembedding(), fmt="tf32")
-        rank, top = rank_top(tf32(x).certify(k=10, masks=[None], targets=[target]))
-        out.append(
-            f"certified (tf32 inputs): ranks != float64 rounded {int((rank != rounded_rank).sum())}, top-10 != "
-            f"{int((top != rounded_top).any(-1).sum())}; rechecked {tf32.stats.rechecked / max(tf32.stats.rows, 1):.0f} "
-            f"logits/row, rows recomputed whole {tf32.stats.rows_full}"
-        )
+
+        for precision in ("fp32", "fast"):
+            logits, seconds = timed(lambda precision=precision: lens.unembed(x, precision=precision))
+            line(precision, logits, seconds)
+        unembedding = lens.unembedding()
+        for fmt, block in (
+            (DEFAULT_FORMAT, DEFAULT_BLOCK),
+            ("bfloat16", 1024),
+            ("tf32", 1024),
+            ("bfloat16x2", 1024),
+        ):
+            certified = certified_unembedding(*unembedding, fmt=fmt, block=block)
+            approx, t_product = timed(lambda certified=certified: certified(x))
+            certified.stats.reset()
+            logits, t_all = timed(
+                lambda certified=certified: certified(x).certify(k=10, masks=[None], targets=[target])
+            )
+            rank, top = rank_top(logits)
+            stats = certified.stats
+            extra = (
+                f"; vs R (float64 rounded to float32): ranks != {int((rank != rounded_rank).sum())}, "
+                f"top-10 != {int((top != rounded_top).any(-1).sum())}; product {t_product * 1e3:.1f} ms; "
+                f"rechecked {stats.rechecked / max(stats.rows, 1):.0f} logits/row, rows recomputed whole "
+                f"{stats.rows_full // 2} of {stats.rows // 2}"
+            )
+            line(f"certified {fmt}/{block}", logits, t_all, extra)
+            del certified, approx
     return "\n  ".join(out)
 
 

@@ -443,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fp32", "fast", "certified"],
         help="lens read-out logits: fp32 (one float32 product), fast (the same float32 logits from exact "
         "split fp16 tensor-core products; a bf16/fp16 model, ranks equal but for float32 near-ties), "
-        "certified (a bf16 product; every token its proven error bound cannot settle is recomputed: exact "
+        "certified (bf16 products; every token its proven error bound cannot settle is recomputed: exact "
         "ranks and top-k, probabilities within the bound) or auto (default: fp32; fast and certified have "
         "not yet run end to end on a GPU)",
     )

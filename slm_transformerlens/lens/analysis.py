@@ -196,8 +196,8 @@ def lens_table(
         readout_precision: how the read-outs unembed: ``"fp32"`` (one float32 product), ``"fast"`` (the
             same float32 logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model;
             ranks, top-k ids and probabilities are the fp32 read-out's except between logits within
-            float32 rounding, see :mod:`~slm_transformerlens.lens.precision`), ``"certified"`` (a bf16
-            product, undecided tokens recomputed: exact ranks and top-k, probabilities within a bound, see
+            float32 rounding, see :mod:`~slm_transformerlens.lens.precision`), ``"certified"`` (bf16
+            products, undecided tokens recomputed: exact ranks and top-k, probabilities within a bound, see
             :mod:`~slm_transformerlens.lens.certified`) or ``None`` (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` and ``"certified"`` are opt-in).
 
     Returns:

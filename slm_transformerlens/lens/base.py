@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from slm_transformerlens import hooks
 from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
-from slm_transformerlens.lens.certified import CertifiedLogits, CertifiedUnembedding, certified_unembedding
+from slm_transformerlens.lens.certified import (
+    DEFAULT_BLOCK,
+    DEFAULT_FORMAT,
+    CertifiedLogits,
+    CertifiedUnembedding,
+    certified_unembedding,
+)
 from slm_transformerlens.lens.precision import (
     SplitUnembedding,
     check_readout_precision,
@@ -129,8 +135,8 @@ class Lens(nn.Module, abc.ABC):
     ``readout_precision`` is how the analyses (:func:`~slm_transformerlens.lens.lens_table`,
     :func:`~slm_transformerlens.lens.transcription_table`) unembed: ``"fp32"`` (one float32 product),
     ``"fast"`` (the same float32 logits from exact split fp16/bf16 tensor-core products, for a bf16 or
-    fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact), ``"certified"`` (a bf16
-    product whose undecided tokens are recomputed: exact ranks and top-k, see
+    fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact), ``"certified"`` (bf16
+    products whose undecided tokens are recomputed: exact ranks and top-k, see
     :mod:`~slm_transformerlens.lens.certified`) or ``None`` (default: ``"fp32"``; the others are opt-in;
     see :meth:`resolved_readout_precision`).
     :meth:`logits` is always one float32 product.
@@ -259,18 +265,22 @@ class Lens(nn.Module, abc.ABC):
             self._split_cache = (key, split_unembedding(w_tl.detach().T, self._unembedding_bias()))
         return self._split_cache[1]
 
-    def certified_unembedding(self) -> CertifiedUnembedding:
-        """The unembedding rounded to bf16 with its bound factors, for ``"certified"`` read-outs (cached).
+    def certified_unembedding(
+        self, fmt: str = DEFAULT_FORMAT, block: int = DEFAULT_BLOCK
+    ) -> CertifiedUnembedding:
+        """The unembedding rounded to ``fmt`` with its bound factors, for ``"certified"`` read-outs (cached;
+        the read-outs use the defaults, see :mod:`~slm_transformerlens.lens.certified`).
 
         Its ``stats`` count what the certified read-outs recomputed (:class:`~.certified.CertifiedStats`).
         """
         w_tl = self._model.W_U
         b = getattr(self._model, "b_U", None)
-        key = (w_tl.data_ptr(), w_tl._version, w_tl.dtype, tuple(w_tl.shape), w_tl.device)
+        key = (w_tl.data_ptr(), w_tl._version, w_tl.dtype, tuple(w_tl.shape), w_tl.device, fmt, block)
         key = (*key, None if b is None else (b.data_ptr(), b._version))
         if self._certified_cache is None or self._certified_cache[0] != key:
             self._certified_cache = None  # free the previous copy first
-            self._certified_cache = (key, certified_unembedding(w_tl.detach().T, self._unembedding_bias()))
+            bias = self._unembedding_bias()
+            self._certified_cache = (key, certified_unembedding(w_tl.detach().T, bias, fmt=fmt, block=block))
         return self._certified_cache[1]
 
     def certified_logits(self, x: Float[Tensor, "rows d_model"]) -> CertifiedLogits:

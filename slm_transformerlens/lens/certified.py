@@ -1,8 +1,8 @@
 """readout_precision="certified": a reduced-precision product whose ranks and top-k are made exact by a proof.
 
 The read-out multiplies float32 normalised vectors ``x`` (``[rows, d]``) by the unembedding ``W``
-(``[V, d]``). ``"certified"`` computes approximate logits ``A`` from inputs rounded to bf16 (or TF32)
-with float32 accumulation, bounds ``|A_v - E_v|`` for every token (``E = x . W_v + b_v``, the exact
+(``[V, d]``). ``"certified"`` computes approximate logits ``A`` from inputs rounded to bf16 (or TF32,
+or ``x`` split into two bf16 pieces) with float32 accumulation, bounds ``|A_v - E_v|`` for every token (``E = x . W_v + b_v``, the exact
 logit), and recomputes in float64 every token the bound cannot settle.
 
 The reference. A recomputed logit is ``R_v = fl32(x . W_v + b_v)``: the float64 dot product rounded
@@ -13,26 +13,33 @@ accumulation error (about 1e-5 at ``d = 4096``), so the two agree except where t
 misorders tokens whose exact logits lie within that error (then "certified" is the one that agrees with
 float64; tests: tests/lens/test_certified_readout.py).
 
-The bound (proof). Let ``x^``, ``W^_v`` be ``x``, ``W_v`` rounded to the format, ``E^ = x^ . W^_v``. Then
+The bound (proof). ``x`` is split into ``p`` pieces of the format (``p = 1``; ``p = 2`` for
+``"bfloat16x2"``): ``x^1 = round(x)``, ``x^2 = round(x - x^1)``, ``x^ = x^1 [+ x^2]``, remainder
+``r = x - x^`` (every difference exact in float32); ``W^_v`` is ``W_v`` rounded, ``E^ = x^ . W^_v``. Then
 
-    E - E^ = (x - x^) . W_v + x^ . (W_v - W^_v)
-    |E - E^| <= ||x - x^|| ||W_v|| + ||x^|| ||W_v - W^_v||                      (Cauchy-Schwarz)
+    E - E^ = r . W_v + x^ . (W_v - W^_v)
+    |E - E^| <= ||r|| ||W_v|| + ||x^|| ||W_v - W^_v||                          (Cauchy-Schwarz)
 
-(``||W_v - W^_v|| = 0`` for a bf16 model's unembedding). Every product ``x^_j W^_vj`` is exact in
+(``||W_v - W^_v|| = 0`` for a bf16 model's unembedding). Every product ``x^i_j W^_vj`` is exact in
 float32 (at most 2 x 8 bits for bf16, 2 x 11 for TF32, float32 holds 24), so ``A`` only adds
-float32 accumulation error. The product is computed in blocks of ``K = min(d, K_BLOCK)`` columns whose
-results are added in IEEE float32; assuming each accumulation step of the matmul errs by at most
-``u_a = 2**-21`` relative (four times IEEE round-to-nearest's ``2**-24``: a margin for tensor cores,
-which align products to the largest one and truncate, Fasi et al. 2021 -- an assumption about the
-hardware, checked against float64 by benchmarks/bench_scale_gpu.py, not a theorem), the standard
-summation bound gives
+float32 accumulation error. The first piece's product is computed in blocks of ``K = min(d, block)``
+columns (``block``: :data:`~slm_transformerlens.lens.precision.K_BLOCK` unless chosen), the second
+piece's in one product; the ``P`` partial results are added in IEEE float32. Assuming each
+accumulation step inside a matmul errs by at most ``u_a = 2**-21`` relative (four times IEEE
+round-to-nearest's ``2**-24``: a margin for tensor cores, which align products to the largest one and
+truncate, Fasi et al. 2021 -- an assumption about the hardware, checked against float64 by
+benchmarks/bench_scale_gpu.py, not a theorem), the standard summation bound gives
 
-    |A - E^| <= (gamma_K(u_a) + gamma_{nb}(2**-24) (1 + gamma_K(u_a))) sum_j |x^_j W^_vj|
-             <= gamma ||x^|| ||W^_v||,          gamma_m(u) = m u / (1 - m u), nb = ceil(d / K).
+    |A - E^| <= g_1 sum_j |x^1_j W^_vj| + g_2 sum_j |x^2_j W^_vj| <= (g_1 ||x^1|| + g_2 ||x^2||) ||W^_v||
+    g_1 = gamma_K(u_a) + gamma_{P-1}(2**-24) (1 + gamma_K(u_a)),  g_2 = the same with d for K,
 
-So ``|A_v - E_v| <= beta_v = a ||W_v|| + b c_v`` with per-row ``a = ||x - x^||``, ``b = ||x^||`` and
-per-token ``c_v = ||W_v - W^_v|| + gamma ||W^_v||`` (norms precomputed once per vocabulary row). Every
-norm is computed in float64 and the float32 evaluation of the bound is inflated by ``2**-20`` relative
+with ``gamma_m(u) = m u / (1 - m u)``. With ``g = g_1 ||x^1|| + g_2 ||x^2||`` and
+``||W^_v|| <= ||W_v|| + ||W_v - W^_v||``:
+
+    |A_v - E_v| <= beta_v = (||r|| + g) ||W_v|| + (||x^|| + g) ||W_v - W^_v||,
+
+two per-row coefficients times two per-token norms (precomputed once per vocabulary row). Every norm
+is computed in float64 and the float32 evaluation of the bound is inflated by ``2**-20`` relative
 (plus ``2**-20 |A_v|``, which also covers the float32 rounding of ``R``, of the bias addition and of
 the comparisons), giving ``lo_v <= R_v <= hi_v`` for every token.
 
@@ -54,12 +61,13 @@ max-pooling pools ``A`` and the per-row coefficients (max over the span's member
 and recomputes a pooled token from all its members.
 
 How many tokens that is. The bound grows like ``u sqrt(d)`` relative to the spread of the logits (``u``
-the input format's unit roundoff). A top-k alone costs about ``k`` tokens per row (measured on random
-rows up to ``d = 256``). A target in the dense middle of the vocabulary costs every token within the
-bound of it: a few percent of the vocabulary at ``d = 64`` with bf16 inputs (measured), and at
-``d = 4096`` with a 128k vocabulary (about 50,000 tokens per logit unit there, a bound estimated at
-0.1-0.3 logit) most such rows are recomputed whole: then "certified" costs a bf16 product plus a
-float64 one. TF32 inputs (``fmt="tf32"``) shrink the input term 8x. Not measured on a GPU.
+the input format's unit roundoff, or the accumulation's). A top-k alone costs about ``k`` tokens per
+row (measured on random rows up to ``d = 256``). A target in the dense middle of the vocabulary costs
+every token within the bound of it. Measured on the CPU with random Gaussian rows at ``d = 4096``
+(8,000 tokens, 32 rows, a random target each), the fraction of the vocabulary recomputed: one bf16
+piece 7.8%, TF32 2.6%, two bf16 pieces 1.9% (products of 1024 columns) and 0.6% (256 columns,
+:data:`DEFAULT_FORMAT` / :data:`DEFAULT_BLOCK`): about 770 tokens per row at a 128k vocabulary. A
+trained model's logits around a target may be denser. Not measured on a GPU.
 
 Probabilities, masses and entropy are computed from the patched logits: the top-k and target logits
 in them are ``R`` (exact), the others are ``A`` within ``beta_v`` of exact, so ``log Z`` is off by at
@@ -86,6 +94,8 @@ from slm_transformerlens.lens.precision import K_BLOCK, native_half_matmul, redu
 __all__ = [
     "ACCUMULATION_UNIT",
     "CERTIFIED_FORMATS",
+    "DEFAULT_BLOCK",
+    "DEFAULT_FORMAT",
     "FULL_ROW_TOKENS",
     "CertifiedLogits",
     "CertifiedStats",
@@ -96,7 +106,12 @@ __all__ = [
 ]
 
 #: Input formats of the approximate product.
-CERTIFIED_FORMATS: tuple[str, ...] = ("bfloat16", "tf32")
+CERTIFIED_FORMATS: tuple[str, ...] = ("bfloat16", "tf32", "bfloat16x2")
+#: What ``Lens`` read-outs use: ``x`` as two bf16 pieces, the first in products of 256 columns. At
+#: ``d = 4096`` this bound is ~17x tighter than one bf16 piece's (random Gaussian rows on the CPU: 0.6%
+#: of the vocabulary recomputed around a mid-vocabulary target instead of 7.8%) for 17 products instead
+#: of 4; which is faster on a GPU is not measured.
+DEFAULT_FORMAT, DEFAULT_BLOCK = "bfloat16x2", 256
 #: Assumed relative error of one accumulation step of the matmul (IEEE round-to-nearest is 2**-24).
 ACCUMULATION_UNIT = 2.0**-21
 #: A row with more undecided tokens than this is recomputed whole: on a GPU, gathering about 1,000 rows of
@@ -112,7 +127,7 @@ _VOCAB_BLOCK = 1 << 13  # vocabulary rows per float64 block of a whole-row reche
 def round_to_format(x: Float[Tensor, "..."], fmt: str) -> Float[Tensor, "..."]:
     """``x`` rounded to nearest (ties to even) in ``fmt`` (``"bfloat16"`` or ``"tf32"``), held in float32."""
     x = x.float()
-    if fmt == "bfloat16":
+    if fmt in ("bfloat16", "bfloat16x2"):
         return x.to(torch.bfloat16).float()
     if fmt != "tf32":
         raise ValueError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
@@ -123,15 +138,18 @@ def round_to_format(x: Float[Tensor, "..."], fmt: str) -> Float[Tensor, "..."]:
     return torch.where(finite, bits.to(torch.int32).view(torch.float32), x)
 
 
-def accumulation_gamma(d_model: int, block: int = K_BLOCK) -> float:
-    """``gamma`` of the module docstring: float32 accumulation error per unit of ``sum_j |x^_j W^_vj|``."""
+def accumulation_gamma(d_model: int, block: int = K_BLOCK, pieces: int = 1) -> tuple[float, float]:
+    """``(g_1, g_2)`` of the module docstring: float32 accumulation error per unit of ``sum_j |x^i_j W^_vj|``
+    for the first piece (in blocks of ``block`` columns) and the second (one product)."""
 
     def gamma(m: int, u: float) -> float:
         return m * u / (1 - m * u)
 
     k = max(1, min(d_model, block))
-    g_k = gamma(k, ACCUMULATION_UNIT)
-    return g_k + gamma(max(0, math.ceil(d_model / k) - 1), 2.0**-24) * (1 + g_k)
+    partials = math.ceil(d_model / k) + (pieces - 1)
+    g_sum = gamma(partials - 1, 2.0**-24)
+    g_k, g_d = gamma(k, ACCUMULATION_UNIT), gamma(max(d_model, 1), ACCUMULATION_UNIT)
+    return g_k + g_sum * (1 + g_k), g_d + g_sum * (1 + g_d)
 
 
 @dataclass
@@ -164,9 +182,10 @@ class CertifiedUnembedding:
     Attributes:
         weight: ``[V, d]`` unembedding of the recheck (``rounded`` itself when that holds it exactly).
         rounded: ``W^``: bf16 where products run natively, else float32 holding the rounded values.
-        fmt: ``"bfloat16"`` or ``"tf32"``.
+        fmt: ``"bfloat16"``, ``"tf32"`` or ``"bfloat16x2"`` (two bf16 pieces of ``x``).
         bias: float32 bias or ``None``.
-        w_norm: ``[V]`` ``||W_v||``; ``w_coef``: ``[V]`` ``||W_v - W^_v|| + gamma ||W^_v||`` (rounded up).
+        w_norm: ``[V]`` ``||W_v||``; ``w_coef``: ``[V]`` ``||W_v - W^_v||`` (both rounded up).
+        block: columns per product of the first piece; ``gammas``: ``(g_1, g_2)`` of the module docstring.
         native: bf16 products with float32 output run natively (CUDA); else float32 products of the
             rounded values (TF32 runs at TF32 speed only where torch's float32 matmul setting allows it).
         stats: the recheck counters.
@@ -179,34 +198,48 @@ class CertifiedUnembedding:
     w_norm: Tensor
     w_coef: Tensor
     native: bool
+    block: int = K_BLOCK
+    gammas: tuple[float, float] = (0.0, 0.0)
     stats: CertifiedStats = field(default_factory=CertifiedStats, compare=False)
 
     def __call__(self, x: Float[Tensor, "rows d_model"]) -> CertifiedLogits:
         """Approximate logits of normalised vectors with their per-row bound coefficients."""
         x = x.float()
-        xr = round_to_format(x, self.fmt)
-        a = _up(torch.linalg.vector_norm((x - xr).double(), dim=-1))
-        b = _up(torch.linalg.vector_norm(xr.double(), dim=-1))
+        first = round_to_format(x, self.fmt)
+        second = round_to_format(x - first, self.fmt) if self.fmt == "bfloat16x2" else None
+        xr = first if second is None else first + second  # exact: the pieces do not overlap
+        g_1, g_2 = self.gammas
+        g = g_1 * torch.linalg.vector_norm(first.double(), dim=-1)
+        if second is not None:
+            g = g + g_2 * torch.linalg.vector_norm(second.double(), dim=-1)
+        a = _up(torch.linalg.vector_norm((x - xr).double(), dim=-1) + g)
+        b = _up(torch.linalg.vector_norm(xr.double(), dim=-1) + g)
         reason = reduced_float32_matmul() if self.fmt == "tf32" else None
         if reason and ("bf16" in reason or "medium" in reason):
             raise ValueError(
                 f"{reason}: float32 products may round their inputs to bf16, which the TF32 certified bound "
                 "does not cover; use the bf16 format or torch.set_float32_matmul_precision('high')"
             )
-        lhs = xr.to(torch.bfloat16) if self.native else xr
         weight_t = self.rounded.T
         values: Tensor | None = None
-        for start in range(0, x.shape[-1], K_BLOCK):
-            part, w_part = lhs[:, start : start + K_BLOCK], weight_t[start : start + K_BLOCK]
-            if self.native:
-                product = torch.mm(part, w_part, out_dtype=torch.float32)  # type: ignore[call-arg]
-            else:
-                product = torch.mm(part, w_part)
-            values = product if values is None else values.add_(product)
+        for start in range(0, x.shape[-1], self.block):
+            values = self._accumulate(
+                values, first[:, start : start + self.block], weight_t[start : start + self.block]
+            )
+        if second is not None:
+            values = self._accumulate(values, second, weight_t)
         assert values is not None
         if self.bias is not None:
             values.add_(self.bias)
         return CertifiedLogits(values=values, x=x, coef=torch.stack([a, b], -1), source=self)
+
+    def _accumulate(self, out: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
+        """``out + a @ b`` in float32 (``a``: format-exact values held in float32)."""
+        if self.native:
+            product = torch.mm(a.to(torch.bfloat16), b, out_dtype=torch.float32)  # type: ignore[call-arg]
+        else:
+            product = torch.mm(a, b)
+        return product if out is None else out.add_(product)
 
     def exact(
         self, x: Float[Tensor, "m d_model"], rows: Int[Tensor, " p"], tokens: Int[Tensor, " p"]
@@ -241,7 +274,7 @@ class CertifiedLogits:
     Attributes:
         values: ``[n, V]`` approximate float32 logits (span-pooled rows after :meth:`max_pool`).
         x: ``[m, d]`` the normalised member vectors.
-        coef: ``[n, 2]`` per row ``(||x - x^||, ||x^||)`` (the max over a pooled row's members).
+        coef: ``[n, 2]`` per row ``(||r|| + g, ||x^|| + g)`` (the max over a pooled row's members).
         source: the :class:`CertifiedUnembedding` that made them.
         local: ``[m]`` the row of each member after :meth:`max_pool` (``None``: rows are members).
     """
@@ -354,24 +387,31 @@ class CertifiedLogits:
 
 
 def certified_unembedding(
-    weight: Float[Tensor, "d_vocab d_model"], bias: Float[Tensor, " d_vocab"] | None, *, fmt: str = "bfloat16"
+    weight: Float[Tensor, "d_vocab d_model"],
+    bias: Float[Tensor, " d_vocab"] | None,
+    *,
+    fmt: str = "bfloat16",
+    block: int = K_BLOCK,
 ) -> CertifiedUnembedding:
-    """The certified read-out's unembedding: ``weight`` (any dtype) rounded to ``fmt``, with its bound factors."""
+    """The certified read-out's unembedding: ``weight`` (any dtype) rounded to ``fmt``, with its bound factors.
+
+    ``block``: columns per product of the first piece of ``x`` (smaller blocks: a tighter bound, more
+    float32 partial results to add).
+    """
     if fmt not in CERTIFIED_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     w = weight.detach().float()
     rounded = round_to_format(w, fmt)
-    gamma = accumulation_gamma(w.shape[1])
     w_norm = torch.empty(w.shape[0], dtype=torch.float64, device=w.device)
     coef = torch.empty_like(w_norm)
     for s in range(0, w.shape[0], _VOCAB_BLOCK):  # float64 norms, a block of the vocabulary at a time
         w64, r64 = w[s : s + _VOCAB_BLOCK].double(), rounded[s : s + _VOCAB_BLOCK].double()
         w_norm[s : s + _VOCAB_BLOCK] = torch.linalg.vector_norm(w64, dim=-1)
-        coef[s : s + _VOCAB_BLOCK] = torch.linalg.vector_norm(
-            w64 - r64, dim=-1
-        ) + gamma * torch.linalg.vector_norm(r64, dim=-1)
+        coef[s : s + _VOCAB_BLOCK] = torch.linalg.vector_norm(w64 - r64, dim=-1)
     exact = bool(torch.equal(rounded, w))  # W^ == W (a bf16 model's unembedding): keep one copy
-    native = fmt == "bfloat16" and native_half_matmul(w.device.type)
+    native = fmt != "tf32" and native_half_matmul(w.device.type)
     rounded = (rounded.to(torch.bfloat16) if native else rounded).contiguous()
     return CertifiedUnembedding(
         weight=rounded if exact else w.contiguous(),
@@ -381,4 +421,6 @@ def certified_unembedding(
         w_norm=_up(w_norm),
         w_coef=_up(coef),
         native=native,
+        block=block,
+        gammas=accumulation_gamma(w.shape[1], block, 2 if fmt == "bfloat16x2" else 1),
     )

@@ -145,7 +145,7 @@ def transcription_table(
             logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model: ranks, hits and
             top-k ids are the fp32 read-out's except between logits within float32 rounding,
             probabilities within about 1e-6; see :mod:`~slm_transformerlens.lens.precision`),
-            ``"certified"`` (exact ranks and top-k from a bf16 product and rechecks, probabilities within a
+            ``"certified"`` (exact ranks and top-k from bf16 products and rechecks, probabilities within a
             bound; :mod:`~slm_transformerlens.lens.certified`) or ``None``
             (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` and ``"certified"`` are opt-in).
 

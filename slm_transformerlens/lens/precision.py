@@ -31,9 +31,9 @@ A plain bf16 product is not exact: its error (up to 1e-2 logit in the measuremen
 bound, ``2**-7 * |x| * max_v |W_v|``, is 0.5 logit) is much larger than the spacing of logits in a 128k
 vocabulary, about 50,000 tokens per logit unit around a mid-ranked target. It changed 8,083 of the fp32
 product's 8,192 mid-vocabulary ranks and 1,542 of its 8,192 top-10 lists. ``"certified"``
-(:mod:`~slm_transformerlens.lens.certified`) makes it exact: a per-token bound (tighter than the one
-above, by Cauchy-Schwarz per vocabulary row) and a float64 recheck of every token it cannot settle;
-how many tokens that is at the 7B shape on a GPU is not measured yet.
+(:mod:`~slm_transformerlens.lens.certified`) makes bf16 products exact in ranks and top-k: the vector
+in two bf16 pieces, a per-token bound (Cauchy-Schwarz per vocabulary row) and a float64 recheck of
+every token it cannot settle; its speed at the 7B shape on a GPU is not measured yet.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def check_readout_precision(precision: str | None) -> str | None:
 
         raise LensError(
             f"readout_precision={precision!r}: choose 'fp32' (one float32 product), 'fast' (the same logits "
-            "from split bf16/fp16 products), 'certified' (a bf16 product, its undecided tokens recomputed: "
+            "from split bf16/fp16 products), 'certified' (bf16 products, their undecided tokens recomputed: "
             "exact ranks and top-k) or 'auto' / None (the device's default)"
         )
     return str(precision)

@@ -67,7 +67,7 @@ def problem(v: int = 3000, d: int = 64, n: int = 24, seed: int = 0):
     return weight.bfloat16().float(), x, targets
 
 
-@pytest.mark.parametrize("fmt", ["bfloat16", "tf32"])
+@pytest.mark.parametrize("fmt", ["bfloat16", "tf32", "bfloat16x2"])
 def test_certified_ranks_and_top_k_are_exact_on_near_ties(fmt) -> None:
     weight, x, targets = problem()
     exact64 = x.double() @ weight.double().T
@@ -126,8 +126,8 @@ def test_bound_holds_for_float32_weights_bias_and_scales() -> None:
         bias = torch.randn(500, generator=g)
         x = torch.randn(40, 96, generator=g) * torch.exp2(torch.randint(-8, 8, (40, 1), generator=g).float())
         ref = reference(x, weight, bias)
-        for fmt in ("bfloat16", "tf32"):
-            lo, hi = certified_unembedding(weight, bias, fmt=fmt)(x).bounds()
+        for fmt, block in (("bfloat16", 1024), ("tf32", 1024), ("bfloat16x2", 32)):
+            lo, hi = certified_unembedding(weight, bias, fmt=fmt, block=block)(x).bounds()
             assert ((lo <= ref) & (ref <= hi)).all(), (scale, fmt)
             width = float((hi - lo).max())
             assert width < 0.05 * float(ref.abs().max()), (scale, fmt, width)  # a useful bound
