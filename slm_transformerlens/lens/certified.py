@@ -41,7 +41,8 @@ with ``gamma_m(u) = m u / (1 - m u)``. With ``g = g_1 ||x^1|| + g_2 ||x^2||`` an
 two per-row coefficients times two per-token norms (precomputed once per vocabulary row). Every norm
 is computed in float64 and the float32 evaluation of the bound is inflated by ``2**-20`` relative
 (plus ``2**-20 |A_v|``, which also covers the float32 rounding of ``R``, of the bias addition and of
-the comparisons), giving ``lo_v <= R_v <= hi_v`` for every token.
+the comparisons), giving ``lo_v <= R_v <= hi_v`` for every token. Every recomputed logit is checked
+against its ``[lo, hi]``: one outside (the hardware assumption failed) raises :class:`CertifiedError`.
 
 Which tokens are recomputed (``R`` replaces ``A``), per row:
 
@@ -89,6 +90,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from slm_transformerlens.errors import SLMError
 from slm_transformerlens.lens.precision import K_BLOCK, native_half_matmul, reduced_float32_matmul
 
 __all__ = [
@@ -97,6 +99,7 @@ __all__ = [
     "DEFAULT_BLOCK",
     "DEFAULT_FORMAT",
     "FULL_ROW_TOKENS",
+    "CertifiedError",
     "CertifiedLogits",
     "CertifiedStats",
     "CertifiedUnembedding",
@@ -124,13 +127,17 @@ _PAIR_BATCH = 1 << 12  # (row, token) pairs per float64 recheck batch
 _VOCAB_BLOCK = 1 << 13  # vocabulary rows per float64 block of a whole-row recheck
 
 
+class CertifiedError(SLMError, ValueError):
+    """A certified read-out cannot be computed as asked, or a recomputed logit fell outside its bound."""
+
+
 def round_to_format(x: Float[Tensor, "..."], fmt: str) -> Float[Tensor, "..."]:
     """``x`` rounded to nearest (ties to even) in ``fmt`` (``"bfloat16"`` or ``"tf32"``), held in float32."""
     x = x.float()
     if fmt in ("bfloat16", "bfloat16x2"):
         return x.to(torch.bfloat16).float()
     if fmt != "tf32":
-        raise ValueError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
+        raise CertifiedError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
     bits = x.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
     finite = torch.isfinite(x)
     bits = (bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000  # drop 13 of 23 mantissa bits, ties to even
@@ -216,7 +223,7 @@ class CertifiedUnembedding:
         b = _up(torch.linalg.vector_norm(xr.double(), dim=-1) + g)
         reason = reduced_float32_matmul() if self.fmt == "tf32" else None
         if reason and ("bf16" in reason or "medium" in reason):
-            raise ValueError(
+            raise CertifiedError(
                 f"{reason}: float32 products may round their inputs to bf16, which the TF32 certified bound "
                 "does not cover; use the bf16 format or torch.set_float32_matmul_precision('high')"
             )
@@ -373,10 +380,20 @@ class CertifiedLogits:
         full = counts > FULL_ROW_TOKENS
         rows, tokens = torch.nonzero(undecided & ~full.unsqueeze(-1), as_tuple=True)
         out = self.values  # patched in place: the approximate values are not needed afterwards
-        out[rows, tokens] = self.exact(rows, tokens)
+        exact = self.exact(rows, tokens)
+        outside = int(((exact < lo[rows, tokens]) | (exact > hi[rows, tokens])).sum())
+        out[rows, tokens] = exact
         full_rows = torch.nonzero(full).flatten()
         if len(full_rows):
-            out[full_rows] = self.exact_rows(full_rows)
+            exact = self.exact_rows(full_rows)
+            outside += int(((exact < lo[full_rows]) | (exact > hi[full_rows])).sum())
+            out[full_rows] = exact
+        if outside:  # a sample of the bound's promise, checked on every recomputed logit
+            raise CertifiedError(
+                f"{outside} recomputed logits fell outside their proven bound: this device's matmul "
+                f"accumulates less accurately than the bound assumes (ACCUMULATION_UNIT = 2**-21 relative "
+                f"per step). Use readout_precision='fp32' (or 'fast') here, and please report the device"
+            )
         stats = self.source.stats
         stats.rows += n
         stats.tokens += n * vocab
@@ -399,9 +416,9 @@ def certified_unembedding(
     float32 partial results to add).
     """
     if fmt not in CERTIFIED_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
-    if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}")
+        raise CertifiedError(f"unknown format {fmt!r}; use one of {CERTIFIED_FORMATS}")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise CertifiedError(f"block={block!r}: pass the number of columns per product, an int >= 1")
     w = weight.detach().float()
     rounded = round_to_format(w, fmt)
     w_norm = torch.empty(w.shape[0], dtype=torch.float64, device=w.device)

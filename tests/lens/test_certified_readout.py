@@ -16,7 +16,7 @@ import slm_transformerlens as slt
 from slm_transformerlens.errors import NonFiniteError
 from slm_transformerlens.lens import LensError, LogitLens, read_vectors
 from slm_transformerlens.lens import certified as certified_module
-from slm_transformerlens.lens.certified import certified_unembedding, round_to_format
+from slm_transformerlens.lens.certified import CertifiedError, certified_unembedding, round_to_format
 from slm_transformerlens.lens.precision import check_readout_precision, default_readout_precision
 from slm_transformerlens.lens.readout import vocab_views
 
@@ -153,6 +153,22 @@ def test_bound_holds_where_the_rounding_errors_align() -> None:
         error = (logits.values - ref).abs()[:, :8].diagonal()  # each row against its own aligned token
         input_term = (x - xr).norm(dim=-1) * along_x.norm(dim=-1)  # the proof's first term, here reached
         assert (error >= 0.95 * input_term).all(), fmt
+
+
+def test_a_broken_bound_is_an_error_and_bad_arguments_are_named() -> None:
+    """Every recomputed logit is checked against its bound: a bound too small (here: no input term)
+    raises instead of certifying wrong ranks."""
+    from dataclasses import replace
+
+    weight, x, targets = problem()
+    unembedding = certified_unembedding(weight, None, fmt="bfloat16")
+    broken = replace(unembedding, w_norm=torch.zeros_like(unembedding.w_norm))
+    with pytest.raises(CertifiedError, match="outside their proven bound"):
+        broken(x).certify(k=K, masks=[None], targets=[targets[:, None]])
+    with pytest.raises(CertifiedError, match="unknown format 'fp8'"):
+        certified_unembedding(weight, None, fmt="fp8")
+    with pytest.raises(CertifiedError, match="block=0"):
+        certified_unembedding(weight, None, block=0)
 
 
 def test_round_to_format() -> None:
