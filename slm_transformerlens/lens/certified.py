@@ -71,13 +71,19 @@ piece 7.8%, TF32 2.6%, two bf16 pieces 1.9% (products of 1024 columns) and 0.6% 
 trained model's logits around a target may be denser. Not measured on a GPU.
 
 Probabilities, masses and entropy are computed from the patched logits: the top-k and target logits
-in them are ``R`` (exact), the others are ``A`` within ``beta_v`` of exact, so ``log Z`` is off by at
-most ``q * max beta`` (``q`` the probability mass of the tokens not recomputed, small when the
-distribution is peaked) and every probability by that factor. They are NOT exact to float32 rounding
-as the "fp32" and "fast" read-outs' are; the benchmark reports the measured differences.
+in them are ``R`` (exact), the others are ``A`` with ``|A_v - R_v| <= beta_v``. So ``Z`` is ``R``'s up
+to a factor in ``[1 - q (1 - e^-delta), 1 + q (e^delta - 1)]`` (``q``: ``R``'s probability mass of the
+tokens not recomputed, ``delta``: their largest ``beta_v``), ``log Z`` within ``q (e^delta - 1)``
+(about ``q delta``), and every probability of a recomputed token within that factor. Masses and
+entropy mix ``A`` and ``R`` the same way (no separate bound is derived for them). None of these is
+exact to float32 rounding as the "fp32" and "fast" read-outs' are; the benchmark reports the measured
+differences (within 2e-6 of fp32 in its CPU run with two bf16 pieces).
 
-Costs: one reduced-precision product, about six passes over each chunk's logits for the bound, and one
-host synchronisation per chunk (the number of tokens to recompute). ``V`` float32 norms are kept.
+Costs: the reduced-precision products (``ceil(d / block)`` of the first piece, one of the second, each
+added to a float32 accumulator), about six passes over each chunk's logits for the bound, the float64
+rechecks (gathered unembedding rows, or whole rows), and one host synchronisation per chunk (the
+number of tokens to recompute). Kept per model: the rounded unembedding (the model's own when it is
+already bf16) and two float32 norms per token.
 """
 
 from __future__ import annotations
