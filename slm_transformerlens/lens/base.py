@@ -29,6 +29,13 @@ from torch import Tensor, nn
 from slm_transformerlens import hooks
 from slm_transformerlens._deprecation import warn_deprecated
 from slm_transformerlens.errors import SLMError
+from slm_transformerlens.lens.certified import (
+    DEFAULT_BLOCK,
+    DEFAULT_FORMAT,
+    CertifiedLogits,
+    CertifiedUnembedding,
+    certified_unembedding,
+)
 from slm_transformerlens.lens.precision import (
     SplitUnembedding,
     check_readout_precision,
@@ -128,8 +135,10 @@ class Lens(nn.Module, abc.ABC):
     ``readout_precision`` is how the analyses (:func:`~slm_transformerlens.lens.lens_table`,
     :func:`~slm_transformerlens.lens.transcription_table`) unembed: ``"fp32"`` (one float32 product),
     ``"fast"`` (the same float32 logits from exact split fp16/bf16 tensor-core products, for a bf16 or
-    fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact) or ``None`` (default:
-    ``"fp32"``; ``"fast"`` is opt-in; see :meth:`resolved_readout_precision`).
+    fp16 model; :mod:`~slm_transformerlens.lens.precision` says what is exact), ``"certified"`` (bf16
+    products whose undecided tokens are recomputed: exact ranks and top-k, see
+    :mod:`~slm_transformerlens.lens.certified`) or ``None`` (default: ``"fp32"``; the others are opt-in;
+    see :meth:`resolved_readout_precision`).
     :meth:`logits` is always one float32 product.
     """
 
@@ -138,6 +147,7 @@ class Lens(nn.Module, abc.ABC):
         object.__setattr__(self, "_model", model)
         self._readout_precision = check_readout_precision(readout_precision)
         self._split_cache: tuple[Any, SplitUnembedding | None] | None = None
+        self._certified_cache: tuple[Any, CertifiedUnembedding] | None = None
         ln_final = getattr(model, "ln_final", None)
         if not isinstance(ln_final, nn.Module):
             raise LensError(
@@ -155,7 +165,7 @@ class Lens(nn.Module, abc.ABC):
 
     @property
     def readout_precision(self) -> str | None:
-        """``"fp32"``, ``"fast"`` or ``None`` (the default of :meth:`resolved_readout_precision`); settable."""
+        """``"fp32"``, ``"fast"``, ``"certified"`` or ``None`` (:meth:`resolved_readout_precision`); settable."""
         return self._readout_precision
 
     @readout_precision.setter
@@ -169,7 +179,9 @@ class Lens(nn.Module, abc.ABC):
 
         ``"fast"`` resolves to ``"fp32"`` when this model cannot use it: no 16-bit format holds its
         unembedding (a float32 model's, usually). Asked for explicitly on the CPU, ``"fast"`` is emulated
-        in float32: the same numbers as on a GPU, slower than ``"fp32"``.
+        in float32: the same numbers as on a GPU, slower than ``"fp32"``. ``"certified"`` resolves to
+        ``"fp32"`` when the model transforms its logits after the unembedding (a soft cap, a scale): its
+        bound covers the product only.
 
         Raises:
             LensError: an unknown precision.
@@ -180,6 +192,8 @@ class Lens(nn.Module, abc.ABC):
             or default_readout_precision(self.device)
         )
         if chosen == "fast" and self.split_unembedding() is None:
+            return "fp32"
+        if chosen == "certified" and not self._identity_output():
             return "fp32"
         return chosen
 
@@ -251,6 +265,37 @@ class Lens(nn.Module, abc.ABC):
             self._split_cache = (key, split_unembedding(w_tl.detach().T, self._unembedding_bias()))
         return self._split_cache[1]
 
+    def certified_unembedding(
+        self, fmt: str = DEFAULT_FORMAT, block: int = DEFAULT_BLOCK
+    ) -> CertifiedUnembedding:
+        """The unembedding rounded to ``fmt`` with its bound factors, for ``"certified"`` read-outs (cached;
+        the read-outs use the defaults, see :mod:`~slm_transformerlens.lens.certified`).
+
+        Its ``stats`` count what the certified read-outs recomputed (:class:`~.certified.CertifiedStats`).
+        """
+        w_tl = self._model.W_U
+        b = getattr(self._model, "b_U", None)
+        key = (w_tl.data_ptr(), w_tl._version, w_tl.dtype, tuple(w_tl.shape), w_tl.device, fmt, block)
+        key = (*key, None if b is None else (b.data_ptr(), b._version))
+        if self._certified_cache is None or self._certified_cache[0] != key:
+            self._certified_cache = None  # free the previous copy first
+            bias = self._unembedding_bias()
+            self._certified_cache = (key, certified_unembedding(w_tl.detach().T, bias, fmt=fmt, block=block))
+        return self._certified_cache[1]
+
+    def certified_logits(self, x: Float[Tensor, "rows d_model"]) -> CertifiedLogits:
+        """Approximate logits of normalised vectors with what bounds them (:meth:`CertifiedLogits.certify`
+        turns them into logits with exact ranks and top-k)."""
+        return self.certified_unembedding()(x.reshape(-1, x.shape[-1]).to(self.device))
+
+    def _identity_output(self) -> bool:
+        """Whether the adapter's logit transform leaves logits unchanged (checked on probe values)."""
+        transform = self._output_transform()
+        if not callable(transform):
+            return True
+        probe = torch.tensor([-3.0e4, -2.5, 0.0, 1.0 / 3.0, 7.0, 5.0e4], device=self.device)
+        return bool(torch.equal(transform(probe.clone()).float(), probe))
+
     def unembed(
         self, x: Float[Tensor, "... d_model"], *, precision: str = "fp32"
     ) -> Float[Tensor, "... d_vocab"]:
@@ -262,6 +307,11 @@ class Lens(nn.Module, abc.ABC):
         see :mod:`~slm_transformerlens.lens.precision`.
         """
         lead = x.shape[:-1]
+        if check_readout_precision(precision) == "certified":
+            raise LensError(
+                "unembed() returns logits; a certified read-out is a reduction (exact ranks and top-k): use "
+                "read_vectors(..., readout_precision='certified') or lens.certified_logits(x).certify(...)"
+            )
         split = self.split_unembedding() if check_readout_precision(precision) == "fast" else None
         if split is not None:
             logits = split(x.reshape(-1, x.shape[-1]).to(self.device)).reshape(*lead, -1)

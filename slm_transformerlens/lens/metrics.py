@@ -144,8 +144,10 @@ def transcription_table(
         readout_precision: ``"fp32"`` (one float32 product per chunk), ``"fast"`` (the same float32
             logits from exact split bf16/fp16 tensor-core products, for a bf16/fp16 model: ranks, hits and
             top-k ids are the fp32 read-out's except between logits within float32 rounding,
-            probabilities within about 1e-6; see :mod:`~slm_transformerlens.lens.precision`) or ``None``
-            (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` is opt-in).
+            probabilities within about 1e-6; see :mod:`~slm_transformerlens.lens.precision`),
+            ``"certified"`` (exact ranks and top-k from bf16 products and rechecks, probabilities within a
+            bound; :mod:`~slm_transformerlens.lens.certified`) or ``None``
+            (the lens' ``readout_precision``; default ``"fp32"``; ``"fast"`` and ``"certified"`` are opt-in).
 
     Returns:
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,

@@ -27,12 +27,13 @@ off by 1.2e-6 rms (7.8e-6 at most) and misranks 29, in 79 ms instead of 162 ms (
 26, 105 ms). A probability ``p = exp(l - log Z)`` moves by about ``p * |dl|`` for a logit error ``dl``,
 so both read-outs' probabilities are within a few ``1e-6`` of exact (and of each other) at these errors.
 
-Why not a plain bf16 product plus a float32 recheck of "ambiguous" tokens: its error (up to 1e-2 logit
-in the measurement above; a rigorous bound, ``2**-7 * |x| * max_v |W_v|``, is 0.5 logit) is much larger
-than the spacing of logits in a 128k vocabulary, about 50,000 tokens per logit unit around a mid-ranked
-target. It changed 8,083 of the fp32 product's 8,192 mid-vocabulary ranks and 1,542 of its 8,192 top-10
-lists, and an exact recheck would recompute thousands of tokens per row, as much work as the fp32
-product; the split products need no recheck.
+A plain bf16 product is not exact: its error (up to 1e-2 logit in the measurement above; a rigorous
+bound, ``2**-7 * |x| * max_v |W_v|``, is 0.5 logit) is much larger than the spacing of logits in a 128k
+vocabulary, about 50,000 tokens per logit unit around a mid-ranked target. It changed 8,083 of the fp32
+product's 8,192 mid-vocabulary ranks and 1,542 of its 8,192 top-10 lists. ``"certified"``
+(:mod:`~slm_transformerlens.lens.certified`) makes bf16 products exact in ranks and top-k: the vector
+in two bf16 pieces, a per-token bound (Cauchy-Schwarz per vocabulary row) and a float64 recheck of
+every token it cannot settle; its speed at the 7B shape on a GPU is not measured yet.
 """
 
 from __future__ import annotations
@@ -59,16 +60,16 @@ __all__ = [
     "split_unembedding",
 ]
 
-ReadoutPrecision = Literal["fp32", "fast"]
+ReadoutPrecision = Literal["fp32", "fast", "certified"]
 #: The read-out precisions (``None`` / ``"auto"`` pick one for the device, see ``Lens.readout_precision``).
-READOUT_PRECISIONS: tuple[str, ...] = ("fp32", "fast")
+READOUT_PRECISIONS: tuple[str, ...] = ("fp32", "fast", "certified")
 #: Columns of ``x`` per float32-accumulated product of the leading piece (tensor cores accumulate a long
 #: product less accurately than float32 FMAs; blocks of 1024 summed in float32 match them, measured).
 K_BLOCK = 1024
 
 
 def check_readout_precision(precision: str | None) -> str | None:
-    """Validate a read-out precision: ``"fp32"``, ``"fast"``, or ``None`` / ``"auto"`` (returned as ``None``).
+    """Validate a read-out precision: ``"fp32"``, ``"fast"``, ``"certified"``, or ``None`` / ``"auto"`` (-> ``None``).
 
     Raises:
         ValueError: anything else (a :class:`~slm_transformerlens.lens.LensError` where the lens raises it).
@@ -80,7 +81,8 @@ def check_readout_precision(precision: str | None) -> str | None:
 
         raise LensError(
             f"readout_precision={precision!r}: choose 'fp32' (one float32 product), 'fast' (the same logits "
-            "from split bf16/fp16 products) or 'auto' / None (the device's default)"
+            "from split bf16/fp16 products), 'certified' (bf16 products, their undecided tokens recomputed: "
+            "exact ranks and top-k) or 'auto' / None (the device's default)"
         )
     return str(precision)
 
@@ -88,7 +90,8 @@ def check_readout_precision(precision: str | None) -> str | None:
 def default_readout_precision(device: torch.device | str) -> str:
     """The read-out precision used when none is asked for: ``"fp32"`` on every device, for now.
 
-    ``"fast"`` is opt-in. Its products were timed on an H200 by standalone scripts with the same torch
+    ``"fast"`` and ``"certified"`` are opt-in. ``"certified"`` (:mod:`~slm_transformerlens.lens.certified`)
+    is exact by construction and tested on the CPU with emulated rounding; its GPU speed is unmeasured. Its products were timed on an H200 by standalone scripts with the same torch
     calls (79 ms instead of 162 ms per 8,192 rows of a 7B model's read-out, as close to float64 as the
     float32 product; module docstring), but the package's fast path has only run emulated on the CPU,
     not yet end to end on a GPU, so it is not the CUDA default. On the CPU the split products are

@@ -6,7 +6,8 @@ chunk of rows computes the float32 logits over the full vocabulary (one float32 
 :mod:`~slm_transformerlens.lens.precision`), reduces them at once (per view: entropy, top-k, group
 masses, target ranks and probabilities) and drops them. Nothing of size ``rows x d_vocab`` outlives a
 chunk, so memory grows with ``layers x rows x k``; results stay on the device until the end, and the
-non-finite check is read once per call, so a read-out synchronises with the host once.
+non-finite check is read once per call, so a read-out synchronises with the host once (with
+``readout_precision="certified"``, once per chunk: :mod:`~slm_transformerlens.lens.certified`).
 
 Views restrict the softmax to a sub-vocabulary: ``full`` (everything), ``text``, ``speech`` (masks
 from :class:`~slm_transformerlens.vocab.SpeechVocab`) or any boolean mask. Ranks are 0-based and count
@@ -30,6 +31,7 @@ from torch import Tensor
 from slm_transformerlens.checks import check_finite_logits
 from slm_transformerlens.errors import NonFiniteError
 from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.lens.certified import CertifiedLogits
 from slm_transformerlens.lens.precision import reduced_float32_matmul
 from slm_transformerlens.vocab import SpeechVocab
 
@@ -440,18 +442,21 @@ def _reduce_masked(
 CPU_CHUNK_ROWS, MAX_CHUNK_ROWS = 128, 8192
 
 
-def default_chunk_size(device: torch.device | str, d_vocab: int) -> int:
+def default_chunk_size(device: torch.device | str, d_vocab: int, precision: str = "fp32") -> int:
     """Rows per unembedding chunk: 128 on the CPU; on CUDA as many as a quarter of the free memory holds.
 
-    Each row costs about ``12 x d_vocab`` bytes in flight (float32 logits and their reductions). Large
-    chunks matter on a GPU: for a 7B-shaped model with a 128k vocabulary on an H200, 128-row chunks made
-    the analysis 5.1x a plain forward and 4,096-row chunks 3.5x (benchmarks/bench_scale_gpu.py).
+    Each row costs about ``12 x d_vocab`` bytes in flight (float32 logits and their reductions), or
+    ``24 x d_vocab`` for ``precision="certified"`` (its bounds and masks, see
+    :mod:`~slm_transformerlens.lens.certified`). Large chunks matter on a GPU: for a 7B-shaped model with
+    a 128k vocabulary on an H200, 128-row chunks made the analysis 5.1x a plain forward and 4,096-row
+    chunks 3.5x (benchmarks/bench_scale_gpu.py).
     """
     device = torch.device(device)
     if device.type != "cuda":
         return CPU_CHUNK_ROWS
     free, _ = torch.cuda.mem_get_info(device)
-    return int(max(CPU_CHUNK_ROWS, min(MAX_CHUNK_ROWS, free // 4 // (12 * max(d_vocab, 1)))))
+    per_row = (24 if precision == "certified" else 12) * max(d_vocab, 1)
+    return int(max(CPU_CHUNK_ROWS, min(MAX_CHUNK_ROWS, free // 4 // per_row)))
 
 
 def read_vectors(
@@ -503,10 +508,13 @@ def read_vectors(
               top-k and masses are those of the span's LAST position.
 
             A target set (variants) first takes its best member (min rank) at each position.
-        readout_precision: ``"fp32"``, ``"fast"`` or ``None`` (the lens' :attr:`~Lens.readout_precision`);
-            see :mod:`~slm_transformerlens.lens.precision`. Both give the float32 logits' ranks, top-k,
-            probabilities, masses and entropy; "fast" computes the logits in another order (exact split
-            half-precision products), so results differ only between logits within float32 rounding.
+        readout_precision: ``"fp32"``, ``"fast"``, ``"certified"`` or ``None`` (the lens'
+            :attr:`~Lens.readout_precision`); see :mod:`~slm_transformerlens.lens.precision`. "fp32" and
+            "fast" give the float32 logits' ranks, top-k, probabilities, masses and entropy ("fast" in
+            another order: results differ only between logits within float32 rounding). "certified"
+            gives exactly the ranks and top-k ids of the correctly rounded float32 logits, probabilities
+            within a stated bound (:mod:`~slm_transformerlens.lens.certified`), and reads a count per chunk
+            from the device (its recheck counters: ``lens.certified_unembedding().stats``).
 
     Non-finite logits are flagged on the device chunk by chunk and read once at the end (one host
     synchronisation per call), then the first bad chunk is recomputed to name the row.
@@ -521,38 +529,34 @@ def read_vectors(
     precision = lens.resolved_readout_precision(readout_precision)  # builds the "fast" weight (if any) first
     device = lens.device
     if chunk_size is None:
-        chunk_size = default_chunk_size(device, lens.d_vocab)
+        chunk_size = default_chunk_size(device, lens.d_vocab, precision)
     if chunk_size < 1:
         raise LensError(f"chunk_size must be >= 1, got {chunk_size}")
     if (groups is None) != (pool is None) or pool not in (None, "max", "any"):
         raise LensError(f"span pooling needs groups=... and pool='max' or 'any' together (got pool={pool!r})")
     targets = dict(targets or {})
     n_rows = int(vectors.shape[0]) if groups is None else (int(groups[-1]) + 1 if groups.numel() else 0)
-    d_vocab = lens.d_vocab
-    if group_labels.shape != (d_vocab,):
+    if group_labels.shape != (lens.d_vocab,):
         raise LensError(
-            f"the vocabulary has {group_labels.shape[0]} ids but the unembedding has {d_vocab} rows; "
+            f"the vocabulary has {group_labels.shape[0]} ids but the unembedding has {lens.d_vocab} rows; "
             "this SpeechVocab belongs to another model"
         )
-    check_readout_args(views, targets, top_k=top_k, d_vocab=d_vocab)
+    check_readout_args(views, targets, top_k=top_k, d_vocab=lens.d_vocab)
     _warn_reduced_float32(precision)
     where = f"layer {layer} {site}, " if layer is not None else ""
     name_row = describe_row or (lambda row: f"{where}row {row}")
-    masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
-    segments = _segments(masks, group_labels)
-    classes = _rank_classes(targets, views)
-    onehot = None
-    if segments is None:
-        onehot = torch.zeros(d_vocab, n_groups, device=device, dtype=torch.float32)
-        onehot[torch.arange(d_vocab, device=device), group_labels.to(device)] = 1.0
+    reduce = _ChunkReducer.build(
+        views, group_labels, n_groups, targets, k=int(top_k), pool=pool, device=device
+    )
     device_targets = {name: t.to(device) for name, t in targets.items()}
     device_groups = None if groups is None else groups.to(device)
-    k = int(top_k)
     chunks = _chunks(n_rows, chunk_size, groups)
 
-    def chunk_logits(m_start: int, m_stop: int) -> Tensor:
+    def chunk_logits(m_start: int, m_stop: int) -> Tensor | CertifiedLogits:
         h = vectors[m_start:m_stop].to(device)
         x = h if layer is None else lens.normalized(h, layer, site)
+        if precision == "certified":  # approximate logits and their bound: the reduction makes them exact
+            return lens.certified_logits(x)
         return lens.unembed(x, precision=precision)  # [c, V] float32
 
     parts: dict[str, dict[str, list[Tensor]]] = {name: {} for name in views}
@@ -560,62 +564,137 @@ def read_vectors(
     for start, stop, m_start, m_stop in chunks:
         with torch.no_grad():
             logits = chunk_logits(m_start, m_stop)
-            low, high = torch.aminmax(logits)
-            not_finite.append(~(torch.isfinite(low) & torch.isfinite(high)))
-            chunk_targets = {name: t[start:stop] for name, t in device_targets.items()}
+            not_finite.append(_not_finite(logits))
             local = None if device_groups is None else device_groups[m_start:m_stop] - start
-            if pool == "max":
-                assert local is not None
-                logits = _max_pool(logits, local, stop - start)
-            elif pool == "any":
-                assert local is not None
-                chunk_targets = {name: t[local] for name, t in chunk_targets.items()}
-            if segments is not None:
-                reduced = _reduce_segments(
-                    logits,
-                    segments,
-                    k=k,
-                    n_groups=n_groups,
-                    targets=chunk_targets,
-                    membership=masks,
-                    classes=classes,
-                )
-            else:
-                assert onehot is not None
-                reduced = _reduce_masked(logits, k=k, onehot=onehot, targets=chunk_targets, masks=masks)
-            if pool == "any":
-                assert local is not None
-                reduced = {view: _pool_any(result, local, stop - start) for view, result in reduced.items()}
+            reduced = reduce(
+                logits, {name: t[start:stop] for name, t in device_targets.items()}, local, stop - start
+            )
         for view, result in reduced.items():
             for key, value in result.items():
                 parts[view].setdefault(key, []).append(value)
-    if not_finite and bool(torch.stack(not_finite).any()):  # the one host sync of the read-out
-        bad = int(torch.nonzero(torch.stack(not_finite).cpu()).flatten()[0])
-        start, _, m_start, m_stop = chunks[bad]
-        with torch.no_grad():
-            logits = chunk_logits(m_start, m_stop)
-        check_finite_logits(
-            logits,
-            describe_row=lambda i: name_row(start + i if groups is None else int(groups[m_start + i])),
-        )
-        raise NonFiniteError(
-            f"lens logits at {name_row(start)} are not finite"
-        )  # not reproduced: still an error
-    out = {}
-    for view, store in parts.items():
+    _check_finite(not_finite, chunks, chunk_logits, name_row, groups)  # the one host sync of the read-out
+    return {view: _collect(store, n_rows, n_groups, targets) for view, store in parts.items()}
 
-        def cat(key: str, store: dict[str, list[Tensor]] = store) -> Tensor:
-            return torch.cat(store[key]).cpu() if store.get(key) else torch.zeros(0)
 
-        out[view] = ViewReadout(
-            entropy=cat("entropy"),
-            top_ids=cat("top_ids").long().reshape(n_rows, -1),
-            top_probs=cat("top_probs").reshape(n_rows, -1),
-            masses=cat("masses").reshape(n_rows, n_groups),
-            ranks={t: cat(f"r:{t}").long() for t in targets},
-            probs={t: cat(f"p:{t}") for t in targets},
-        )
-    return out
+def _not_finite(logits: Tensor | CertifiedLogits) -> Tensor:
+    """A 0-dim device flag: does the chunk hold a NaN or infinite logit (no host sync)."""
+    low, high = torch.aminmax(logits.values if isinstance(logits, CertifiedLogits) else logits)
+    return ~(torch.isfinite(low) & torch.isfinite(high))
+
+
+def _check_finite(
+    flags: Sequence[Tensor],
+    chunks: Sequence[tuple[int, int, int, int]],
+    chunk_logits: Callable[[int, int], Tensor | CertifiedLogits],
+    name_row: Callable[[int], str],
+    groups: Int[Tensor, " members"] | None,
+) -> None:
+    """Read the chunks' :func:`_not_finite` flags once; recompute the first bad chunk to name its row."""
+    if not flags or not bool(torch.stack(list(flags)).any()):
+        return
+    bad = int(torch.nonzero(torch.stack(list(flags)).cpu()).flatten()[0])
+    start, _, m_start, m_stop = chunks[bad]
+    with torch.no_grad():
+        logits = chunk_logits(m_start, m_stop)
+    check_finite_logits(
+        logits.values if isinstance(logits, CertifiedLogits) else logits,
+        describe_row=lambda i: name_row(start + i if groups is None else int(groups[m_start + i])),
+    )
+    raise NonFiniteError(f"lens logits at {name_row(start)} are not finite")  # not reproduced: still an error
+
+
+def _collect(
+    store: Mapping[str, list[Tensor]], n_rows: int, n_groups: int, targets: Mapping[str, Any]
+) -> ViewReadout:
+    """One view's per-chunk reductions concatenated on the CPU."""
+
+    def cat(key: str) -> Tensor:
+        return torch.cat(store[key]).cpu() if store.get(key) else torch.zeros(0)
+
+    return ViewReadout(
+        entropy=cat("entropy"),
+        top_ids=cat("top_ids").long().reshape(n_rows, -1),
+        top_probs=cat("top_probs").reshape(n_rows, -1),
+        masses=cat("masses").reshape(n_rows, n_groups),
+        ranks={t: cat(f"r:{t}").long() for t in targets},
+        probs={t: cat(f"p:{t}") for t in targets},
+    )
+
+
+@dataclass(frozen=True)
+class _ChunkReducer:
+    """A chunk's logits -> every view's reductions (entropy, top-k, masses, target ranks and probabilities).
+
+    Pools spans (``"max"`` before, ``"any"`` after the reductions) and makes certified logits exact
+    (:meth:`~slm_transformerlens.lens.certified.CertifiedLogits.certify`) before reducing.
+    """
+
+    masks: dict[str, Tensor | None]
+    segments: _Segments | None
+    onehot: Tensor | None
+    classes: dict[str, list[tuple[str, ...]]]
+    k: int
+    n_groups: int
+    pool: str | None
+
+    @classmethod
+    def build(
+        cls,
+        views: Mapping[str, Bool[Tensor, " vocab"] | None],
+        group_labels: Int[Tensor, " vocab"],
+        n_groups: int,
+        targets: Mapping[str, Int[Tensor, "rows m"]],
+        *,
+        k: int,
+        pool: str | None,
+        device: torch.device,
+    ) -> _ChunkReducer:
+        """The reducer of a read-out: vocabulary segments (or group one-hots when too scattered)."""
+        masks = {name: (None if m is None else m.to(device)) for name, m in views.items()}
+        segments = _segments(masks, group_labels)
+        onehot = None
+        if segments is None:
+            onehot = torch.zeros(len(group_labels), n_groups, device=device, dtype=torch.float32)
+            onehot[torch.arange(len(group_labels), device=device), group_labels.to(device)] = 1.0
+        return cls(masks, segments, onehot, _rank_classes(targets, views), k, n_groups, pool)
+
+    def __call__(
+        self,
+        logits: Tensor | CertifiedLogits,
+        targets: Mapping[str, Int[Tensor, "n m"]],
+        local: Int[Tensor, " c"] | None,
+        n: int,
+    ) -> dict[str, dict[str, Tensor]]:
+        """Reduce ``[c, V]`` member logits of ``n`` rows (``local``: each member's row when pooling)."""
+        if self.pool == "max":
+            assert local is not None
+            logits = (
+                logits.max_pool(local, n)
+                if isinstance(logits, CertifiedLogits)
+                else _max_pool(logits, local, n)
+            )
+        elif self.pool == "any":
+            assert local is not None
+            targets = {name: t[local] for name, t in targets.items()}
+        if isinstance(logits, CertifiedLogits):
+            logits = logits.certify(k=self.k, masks=list(self.masks.values()), targets=list(targets.values()))
+        if self.segments is not None:
+            reduced = _reduce_segments(
+                logits,
+                self.segments,
+                k=self.k,
+                n_groups=self.n_groups,
+                targets=targets,
+                membership=self.masks,
+                classes=self.classes,
+            )
+        else:
+            assert self.onehot is not None
+            reduced = _reduce_masked(logits, k=self.k, onehot=self.onehot, targets=targets, masks=self.masks)
+        if self.pool == "any":
+            assert local is not None
+            reduced = {view: _pool_any(result, local, n) for view, result in reduced.items()}
+        return reduced
 
 
 _WARNED: set[str] = set()
