@@ -183,3 +183,23 @@ def test_planted_word_is_decoded_and_a_shuffled_one_is_not(smollm2_sims_model) -
         planted = embeddings / embeddings.norm(dim=-1, keepdim=True) * norm
         assert top1(planted, layer) >= 0.6, layer
         assert top1(planted[:, shuffle], layer) <= 0.1, layer
+
+
+def test_cli_analyze_with_the_patchscope(checkpoint_factory, tmp_path, capsys) -> None:
+    import pandas as pd
+
+    from slm_transformerlens.cli import main
+    from tests.test_bad_inputs import SPIRIT_BIN, unit_file
+
+    path, _ = checkpoint_factory(SPIRIT_BIN)
+    units = unit_file(tmp_path)
+    common = [str(path), str(units), "--no-charts", "--quiet", "-k", "5"]
+    assert main(["analyze", *common, "--out", str(tmp_path / "logit")]) == 0
+    argv = ["analyze", *common, "--out", str(tmp_path / "ps"), "--lens", "patchscope"]
+    assert main([*argv, "--patchscope-prompt", "a {x} b {x}"]) == 2
+    assert "exactly one placeholder" in capsys.readouterr().err
+    assert main([*argv, "--patchscope-prompt", "cat cat ; {x}", "--overwrite"]) == 0
+    logit, patchscope = (pd.read_csv(tmp_path / name / "summary.csv") for name in ("logit", "ps"))
+    assert list(logit.columns) == list(patchscope.columns) and len(logit) == len(patchscope)
+    assert main(["analyze", *common, "--out", str(tmp_path / "x"), "--patchscope-prompt", "{x}"]) == 2
+    assert "needs --lens patchscope" in capsys.readouterr().err
