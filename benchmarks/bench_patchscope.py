@@ -54,10 +54,7 @@ def main() -> None:
     import slm_transformerlens as slt
     from slm_transformerlens.organism.shipped import heldout_utterances, load_organism
 
-    if args.checkpoint:
-        model = slt.load(args.checkpoint, progress=False)
-    else:
-        model = load_organism(progress=False)
+    model = slt.load(args.checkpoint, progress=False) if args.checkpoint else load_organism(progress=False)
     batch = model.encode(heldout_utterances(limit=args.utterances))
     with torch.no_grad():
         _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask)

@@ -55,7 +55,13 @@ def curves(name: str, lenses: dict, batch_size: int = 32) -> list[dict]:
     items, spans_list = [], []
     for start in range(0, len(heldout), batch_size):
         encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
-        items.append({"tokens": encoded.tokens, "attention_mask": encoded.attention_mask, "word_spans": encoded.word_spans})
+        items.append(
+            {
+                "tokens": encoded.tokens,
+                "attention_mask": encoded.attention_mask,
+                "word_spans": encoded.word_spans,
+            }
+        )
         spans_list.append(encoded.word_spans.assign(utterance=encoded.word_spans["utterance"] + start))
     spans = pd.concat(spans_list, ignore_index=True)
     rows = []
@@ -94,7 +100,11 @@ def main() -> None:
     for name in args.models.split(","):
         rows += curves(name, lenses)
         pd.DataFrame(rows).to_csv(args.out, index=False)
-    print(pd.DataFrame(rows).pivot_table(index=["model", "layer"], columns=["lens", "metric"], values="rate").round(3))
+    print(
+        pd.DataFrame(rows)
+        .pivot_table(index=["model", "layer"], columns=["lens", "metric"], values="rate")
+        .round(3)
+    )
 
 
 if __name__ == "__main__":

@@ -203,3 +203,41 @@ def test_cli_analyze_with_the_patchscope(checkpoint_factory, tmp_path, capsys) -
     assert list(logit.columns) == list(patchscope.columns) and len(logit) == len(patchscope)
     assert main(["analyze", *common, "--out", str(tmp_path / "x"), "--patchscope-prompt", "{x}"]) == 2
     assert "needs --lens patchscope" in capsys.readouterr().err
+
+
+def test_lens_comparison_chart_has_a_panel_per_lens_with_its_control() -> None:
+    pytest.importorskip("altair")
+    import pandas as pd
+
+    from slm_transformerlens.viz.lenses import lens_comparison_chart, lens_comparison_frame
+
+    def summary(rate: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "layer": [0, 1, 0],
+                "metric": ["transcription", "transcription", "next_word"],
+                "k": [10, 10, 10],
+                "view": ["text"] * 3,
+                "rate": [rate, rate + 0.1, 0.9],
+                "ci_low": [rate - 0.05] * 3,
+                "ci_high": [rate + 0.05] * 3,
+                "shuffled_rate": [0.02, 0.03, 0.5],
+                "n": [40, 40, 40],
+            }
+        )
+
+    frame = lens_comparison_frame({"patchscope": summary(0.3), "logit": summary(0.2)})
+    assert frame.groupby("lens")["rate"].apply(list).to_dict() == {
+        "logit": [0.2, pytest.approx(0.3)],
+        "patchscope": [0.3, pytest.approx(0.4)],
+    }
+    assert frame["shuffled_rate"].tolist() == [0.02, 0.03, 0.02, 0.03]
+    spec = lens_comparison_chart(frame).to_dict()
+    assert spec["facet"]["column"]["sort"] == ["logit", "patchscope"]
+    marks = [
+        layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+        for layer in spec["spec"]["layer"]
+    ]
+    assert marks == ["area", "line", "line"]
+    with pytest.raises(ValueError, match="missing"):
+        lens_comparison_chart(frame.drop(columns="shuffled_rate"))
