@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -88,12 +89,38 @@ def curves(name: str, lenses: dict, batch_size: int = 32) -> list[dict]:
     return rows
 
 
+def markdown(frame: pd.DataFrame) -> str:
+    """One table per model: per layer, each lens' span and last-unit rates [95% interval] and controls."""
+    out = []
+    for model, g in frame.groupby("model", sort=False):
+        n = int(g["n"].max())
+        out += [f"### {model} (n = {n} content words per layer)", ""]
+        out += [
+            "| layer | logit span | shuffled | patchscope span | shuffled | logit last | shuffled | patchscope last | shuffled |"
+        ]
+        out += ["|---|---|---|---|---|---|---|---|---|"]
+        for layer, rows in g.groupby("layer"):
+            cell = {(r.lens, r.metric): r for r in rows.itertuples()}
+            values = []
+            for metric in ("span", "last"):
+                for lens in ("logit", "patchscope"):
+                    r, c = cell[(lens, metric)], cell[(lens, metric + "_shuffled")]
+                    values += [f"{r.rate:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", f"{c.rate:.3f}"]
+            out.append(f"| {layer} | " + " | ".join(values) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(m for m in shipped_models() if m.endswith("kmeans")))
     parser.add_argument("--out", default="patchscope_curves.csv")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", help="only write the tables of an existing --out csv to this file")
     args = parser.parse_args()
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(pd.read_csv(args.out)) + "\n")
+        return
     torch.set_num_threads(args.threads)
     lenses = {"logit": LogitLens, "patchscope": lambda m: PatchscopeLens(m, progress=False)}
     rows = []
