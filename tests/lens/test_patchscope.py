@@ -241,3 +241,22 @@ def test_lens_comparison_chart_has_a_panel_per_lens_with_its_control() -> None:
     assert marks == ["area", "line", "line"]
     with pytest.raises(ValueError, match="missing"):
         lens_comparison_chart(frame.drop(columns="shuffled_rate"))
+
+
+def test_shipped_patchscope_curves_agree_with_the_shipped_evaluation() -> None:
+    """The logit-lens rows of patchscope_curves.csv are the organism evaluation's curves (same data, read-out
+    and control), and at the last layer the patchscope equals the logit lens."""
+    import pandas as pd
+
+    from slm_transformerlens.organism.shipped import shipped_root
+
+    ours = pd.read_csv(shipped_root() / "evaluation" / "patchscope_curves.csv")
+    shipped = pd.read_csv(shipped_root() / "evaluation" / "curves.csv")
+    names = {"span": "transcription_span", "last": "transcription_last"}
+    names |= {f"{k}_shuffled": f"{v}_shuffled" for k, v in names.items()}
+    logit = ours[ours["lens"] == "logit"].assign(metric=lambda f: f["metric"].map(names))
+    joined = logit.merge(shipped, on=["model", "metric", "layer"], suffixes=("", "_shipped"))
+    assert len(joined) == len(logit) == 5 * 8 * 4
+    assert (joined["rate"] - joined["rate_shipped"]).abs().max() < 1e-12
+    last = ours[ours["layer"] == 7].pivot_table(index=["model", "metric"], columns="lens", values="rate")
+    assert (last["logit"] - last["patchscope"]).abs().max() < 1e-12
