@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -30,7 +31,12 @@ import torch
 from slm_transformerlens.lens import LogitLens, PatchscopeLens, transcription_table
 from slm_transformerlens.organism.build import load_renderings
 from slm_transformerlens.organism.evaluate import K, _encode, _mean_interval, _rates, _speech, shuffled_words
-from slm_transformerlens.organism.shipped import load_organism, shipped_models, shipped_root
+from slm_transformerlens.organism.shipped import (
+    load_organism,
+    shipped_checkpoint,
+    shipped_models,
+    shipped_root,
+)
 
 
 def control_table(table: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +57,12 @@ def control_table(table: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
 
 def curves(name: str, lenses: dict, batch_size: int = 32) -> list[dict]:
     model = load_organism(name, progress=False)
-    renderings = [r for r in load_renderings(shipped_root() / "eval", "kmeans") if r["split"] == "heldout"]
+    kind = (
+        json.loads((shipped_checkpoint(name) / "config.json").read_text())
+        .get("organism", {})
+        .get("unit_kind", "kmeans")
+    )
+    renderings = [r for r in load_renderings(shipped_root() / "eval", kind) if r["split"] == "heldout"]
     heldout = [r for r in renderings if r["words"]]
     items, spans_list = [], []
     for start in range(0, len(heldout), batch_size):
@@ -113,7 +124,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(m for m in shipped_models() if m.endswith("kmeans")))
+    parser.add_argument("--models", default=",".join(shipped_models()))
     parser.add_argument("--out", default="patchscope_curves.csv")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", help="only write the tables of an existing --out csv to this file")

@@ -242,7 +242,9 @@ class PatchscopeLens(Lens):
         )
         if not 0 < self.prompt.position <= self.prompt.read_position < len(self.prompt.tokens):
             raise LensError(
-                f"bad PatchscopePrompt positions {self.prompt.position}, {self.prompt.read_position}"
+                f"a PatchscopePrompt needs 0 < position <= read_position < len(tokens), got position "
+                f"{self.prompt.position}, read_position {self.prompt.read_position} for {len(self.prompt.tokens)} "
+                "tokens; build it with patchscope_prompt(model, template)"
             )
         if prefix_cache not in ("kv", "none"):
             raise LensError(f"prefix_cache must be 'kv' or 'none', got {prefix_cache!r}")

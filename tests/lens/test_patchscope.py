@@ -41,10 +41,18 @@ def source_residuals(model, site: str, layer: int) -> torch.Tensor:
     return cache[f"blocks.{layer}.hook_{site}"][0, 2:6]
 
 
-@pytest.mark.parametrize("which", ["tiny", "organism"])
-def test_equals_hand_written_patchscope_every_layer(which, spiritlm_model, organism) -> None:
+@pytest.mark.parametrize("which", ["tiny-spiritlm", "tiny-sims-qwen2", "organism"])
+def test_equals_hand_written_patchscope_every_layer(
+    which, spiritlm_model, organism, checkpoint_factory
+) -> None:
     """Both prefix modes (keys/values of the prefix reused, or the whole prompt per patch), 2 forwards each."""
-    model = spiritlm_model if which == "tiny" else organism
+    import slm_transformerlens as slt
+
+    if which == "tiny-sims-qwen2":
+        path, kwargs = checkpoint_factory("sims-qwen2-tied")
+        model = slt.load(path, progress=False, **kwargs)
+    else:
+        model = spiritlm_model if which == "tiny-spiritlm" else organism
     lenses = [
         PatchscopeLens(model, prefix_cache=mode, max_batch=3, progress=False) for mode in ("kv", "none")
     ]
