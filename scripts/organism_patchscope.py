@@ -1,7 +1,7 @@
 """Per-layer transcription rates of the shipped organisms: the patchscope beside the logit lens.
 
 The evaluation set, read-out and scoring are the organism evaluation's (``organism/evaluate.py``): the
-held-out voice speaking the 240 held-out sentences (bare units, batches of 32), every unit position of
+held-out voice speaking the 240 held-out sentences (bare units of each model's kind, batches of 32), every unit position of
 every spoken word read at ``resid_post`` of every layer, text-restricted ranks, content words only,
 top-10; ``span`` = a hit at any unit of the word, ``last`` = at its last unit. The shuffled-target
 control is the evaluation's (:func:`~slm_transformerlens.organism.evaluate.shuffled_words`, seed 0: each

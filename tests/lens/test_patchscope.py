@@ -264,7 +264,7 @@ def test_shipped_patchscope_curves_agree_with_the_shipped_evaluation() -> None:
     names |= {f"{k}_shuffled": f"{v}_shuffled" for k, v in names.items()}
     logit = ours[ours["lens"] == "logit"].assign(metric=lambda f: f["metric"].map(names))
     joined = logit.merge(shipped, on=["model", "metric", "layer"], suffixes=("", "_shipped"))
-    assert len(joined) == len(logit) == 5 * 8 * 4
+    assert len(joined) == len(logit) == 6 * 8 * 4
     assert (joined["rate"] - joined["rate_shipped"]).abs().max() < 1e-12
     last = ours[ours["layer"] == 7].pivot_table(index=["model", "metric"], columns="lens", values="rate")
     assert (last["logit"] - last["patchscope"]).abs().max() < 1e-12
