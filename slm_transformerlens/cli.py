@@ -60,10 +60,6 @@ def _analyze(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
-    if args.lens == "patchscope" and args.tuned_lens:
-        raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
-    if args.patchscope_prompt and args.lens != "patchscope":
-        raise LensError("--patchscope-prompt needs --lens patchscope")
     # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
     items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
     if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
@@ -88,6 +84,12 @@ def _analyze(args: argparse.Namespace) -> int:
         **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
     }
+    if args.lens == "patchscope" and args.tuned_lens:
+        raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
+    if args.patchscope_prompt and args.lens != "patchscope":
+        raise LensError("--patchscope-prompt needs --lens patchscope")
+    if args.lens == "patchscope":
+        settings |= {"lens": "patchscope", "patchscope_prompt": args.patchscope_prompt}
     result = run_analysis(
         items,
         args.out,
