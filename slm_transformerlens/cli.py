@@ -75,11 +75,6 @@ def _analyze(args: argparse.Namespace) -> int:
         "checkpoint": str(args.path),
         "checkpoint_fingerprint": checkpoint_fingerprint(args.path),
         "tuned_lens": None if not args.tuned_lens else checkpoint_fingerprint(args.tuned_lens),
-        **(
-            {"lens": "patchscope", "patchscope_prompt": args.patchscope_prompt}
-            if args.lens == "patchscope"
-            else {}
-        ),
         "dtype": args.dtype,
         **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
