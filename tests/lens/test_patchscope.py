@@ -34,11 +34,11 @@ def hand_written(model, prompt, vectors, layer: int, site: str, *, raw: bool = F
     return torch.stack(out)
 
 
-def source_residuals(model, site: str, layer: int) -> torch.Tensor:
-    """Residuals of 4 positions of a text run (the vectors a lens would read)."""
+def source_residuals(model) -> dict[str, torch.Tensor]:
+    """Residuals of 4 positions of a text run at every hook (the vectors a lens would read)."""
     tokens = torch.tensor([[model.speech_vocab.bos_token_id or 1, *range(20, 26)]])
-    _, cache = model.run_with_cache(tokens)
-    return cache[f"blocks.{layer}.hook_{site}"][0, 2:6]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: "resid_p" in name)
+    return {name: value[0, 2:6] for name, value in cache.items()}
 
 
 @pytest.mark.parametrize("which", ["tiny-spiritlm", "tiny-sims-qwen2", "organism"])
@@ -56,9 +56,10 @@ def test_equals_hand_written_patchscope_every_layer(
     lenses = [
         PatchscopeLens(model, prefix_cache=mode, max_batch=3, progress=False) for mode in ("kv", "none")
     ]
+    residuals = source_residuals(model)
     for site in ("resid_pre", "resid_post"):
         for layer in range(model.cfg.n_layers):
-            vectors = source_residuals(model, site, layer)
+            vectors = residuals[f"blocks.{layer}.hook_{site}"]
             expected = hand_written(model, lenses[0].prompt, vectors, layer, site)
             for lens in lenses:
                 with torch.no_grad():
@@ -74,8 +75,9 @@ def test_target_layer_and_last_read_position(organism) -> None:
         model, template, read="last", target_layer=lambda layer: min(layer + 2, 7), progress=False
     )
     assert lens.prompt.read_position == len(lens.prompt.tokens) - 1 > lens.prompt.position
+    residuals = source_residuals(model)
     for layer in (0, 3, 7):
-        vectors = source_residuals(model, "resid_post", layer)
+        vectors = residuals[f"blocks.{layer}.hook_resid_post"]
         expected = hand_written(model, lens.prompt, vectors, min(layer + 2, 7), "resid_post")
         with torch.no_grad():
             got = lens.logits(vectors, layer).log_softmax(-1)
