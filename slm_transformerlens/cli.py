@@ -86,6 +86,12 @@ def _analyze(args: argparse.Namespace) -> int:
         **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
     }
+    if args.lens == "patchscope" and args.tuned_lens:
+        raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
+    if args.patchscope_prompt and args.lens != "patchscope":
+        raise LensError("--patchscope-prompt needs --lens patchscope")
+    if args.lens == "patchscope":
+        settings |= {"lens": "patchscope", "patchscope_prompt": args.patchscope_prompt}
     result = run_analysis(
         items,
         args.out,
@@ -93,7 +99,11 @@ def _analyze(args: argparse.Namespace) -> int:
         read_item=read_item,
         settings=settings,
         protocol=_protocol(args, modalities=None),
-        make_lens=partial(_make_lens, args.tuned_lens, TunedLens, LogitLens, args.readout_precision),
+        make_lens=(
+            partial(_patchscope_lens, args.patchscope_prompt, args.readout_precision)
+            if args.lens == "patchscope"
+            else partial(_make_lens, args.tuned_lens, TunedLens, LogitLens, args.readout_precision)
+        ),
         device=args.device,
         split=bool(args.device_map or args.n_devices),
         batch_tokens=args.batch_tokens,
@@ -113,6 +123,16 @@ def _analyze(args: argparse.Namespace) -> int:
             print(f"{n_failed} item(s) could not be analysed; see {failed}", file=sys.stderr)
         _print_result(result, args.k)
     return 0
+
+
+def _patchscope_lens(prompt: str | None, precision: str, model: Any) -> Any:
+    """``--lens patchscope``: a :class:`~slm_transformerlens.lens.PatchscopeLens` with ``prompt`` (a name
+    or a template with one ``{x}``; default the identity prompt)."""
+    from slm_transformerlens.lens import PatchscopeLens
+
+    return PatchscopeLens(
+        model, prompt or "identity", readout_precision=None if precision == "auto" else precision
+    )
 
 
 def _tuned_lens(path: str | None, loader: Any, model: Any) -> Any:
@@ -485,6 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-resample", action="store_true", help="refuse audio that is not 16 kHz")
     analyze.add_argument(
         "--tuned-lens", help="a tuned lens folder saved by TunedLens.save (default: logit lens)"
+    )
+    analyze.add_argument(
+        "--lens",
+        default="logit",
+        choices=["logit", "patchscope"],
+        help="logit (default; the tuned lens with --tuned-lens) or patchscope (each residual written into a "
+        "text prompt at its layer and read as the prompt's next token, see README 'Patchscope read-out')",
+    )
+    analyze.add_argument(
+        "--patchscope-prompt",
+        help="the patchscope's target prompt: 'identity' (default: 'cat cat ; dog dog ; hello hello ; {x}') "
+        "or a template holding the placeholder {x} once",
     )
     _add_device_options(analyze)
     analyze.add_argument(

@@ -35,6 +35,7 @@ from slm_transformerlens.lens.metrics import (
     transcription_table,
     wilson_interval,
 )
+from slm_transformerlens.lens.patchscope import PatchscopeLens, PatchscopePrompt, patchscope_prompt
 from slm_transformerlens.lens.positions import (
     POOLED_MODES,
     POSITION_MODES,
@@ -72,6 +73,8 @@ __all__ = [
     "LensError",
     "LensProtocol",
     "LogitLens",
+    "PatchscopeLens",
+    "PatchscopePrompt",
     "ReadoutPlan",
     "Site",
     "TargetConfig",
@@ -93,6 +96,7 @@ __all__ = [
     "length_batches",
     "lens_table",
     "pad_batches",
+    "patchscope_prompt",
     "peak_layers",
     "plan_readouts",
     "read_many",
