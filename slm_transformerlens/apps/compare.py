@@ -211,9 +211,9 @@ def comparison_chart(summary: pd.DataFrame, *, k: int = 10, view: str = "text", 
     dashed lines of the same colour are each model's shuffled-target control; the grey band reaches the
     frequency prior (the chance level a fixed frequency ranking gets).
     """
-    from slm_transformerlens.viz.charts import _alt
+    from slm_transformerlens.viz.charts import import_altair
 
-    alt = _alt()
+    alt = import_altair()
     df = summary[
         (summary["metric"] == "transcription") & (summary["k"] == k) & (summary["view"] == view)
     ].copy()

@@ -101,7 +101,7 @@ def plain_hf_model(bridge: Any) -> nn.Module:
     """
     from transformers import AutoModelForCausalLM
 
-    from slm_transformerlens.checkpoints.build import _rebuild_meta_buffers
+    from slm_transformerlens.checkpoints.build import rebuild_meta_buffers
 
     if getattr(bridge, "compatibility_mode", False):
         raise InteropError(
@@ -127,7 +127,7 @@ def plain_hf_model(bridge: Any) -> nn.Module:
     plain.load_state_dict({key: state[key] for key in expected}, strict=True, assign=True)
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
-    _rebuild_meta_buffers(plain, parameter.device)
+    rebuild_meta_buffers(plain, parameter.device)
     return plain.eval()
 
 
