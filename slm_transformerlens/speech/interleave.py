@@ -427,20 +427,21 @@ def encode_utterances(
             ids = [int(vocab.bos_token_id), *ids]
             offset = 1
         _spans(pieces, owner, ids[offset:], rows, vocab, offset)
+        who = f"utterance {u}" if len(batch) > 1 else "the utterance"  # callers may number their items
         if n_ctx is not None and len(ids) > n_ctx:
             raise SpeechInputError(
-                f"utterance {u} is {len(ids)} tokens long but the model's context is {n_ctx}; "
+                f"{who} is {len(ids)} tokens long but the model's context is {n_ctx}; "
                 "split the audio into shorter utterances"
             )
         if not ids:
-            raise SpeechInputError(f"utterance {u} encodes to no token")
+            raise SpeechInputError(f"{who} encodes to no token")
         frame = pd.DataFrame(rows)
         frame.insert(0, "word_index", range(len(rows)))
         frame.insert(0, "utterance", u)
         empty = frame["n_tokens"] == 0
         if empty.any():
             words = frame.loc[empty, "word"].tolist()
-            message = f"utterance {u}: words {words} own no token (shorter than a speech frame, or only punctuation)"
+            message = f"{who}: words {words} own no token (shorter than a speech frame, or only punctuation)"
             if on_empty_word == "error":
                 raise SpeechInputError(message + "; pass on_empty_word='warn' or 'keep' to accept them")
             if on_empty_word == "warn":
