@@ -294,3 +294,23 @@ def test_a_word_inside_the_audio_tolerance_is_accepted(audio_tokenizer: Any) -> 
 def test_the_knowledge_heading_follows_the_mode(mode: str, label: str, absent: str | None) -> None:
     assert knowledge_label(mode) == label
     assert absent is None or absent not in knowledge_label(mode)
+
+
+def test_sae_example_without_saelens_says_which_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/sae_on_speech.py in the main environment: a hint, not ModuleNotFoundError: sae_lens."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sae_on_speech.py"
+    spec = importlib.util.spec_from_file_location("sae_on_speech_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "sae_lens" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as exited:
+        example.require_saelens()
+    message = str(exited.value.code)
+    assert "needs SAELens" in message and ".venv-tl39/bin/python examples/sae_on_speech.py" in message
+    assert "pip install -e . 'transformer-lens<4' sae-lens" in message
