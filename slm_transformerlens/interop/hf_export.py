@@ -209,7 +209,8 @@ def export_hf(
         progress: progress bar while reading a directory.
 
     Returns:
-        ``out`` as a Path. ``AutoModelForCausalLM.from_pretrained(out)`` gives bit-identical logits,
+        ``out`` as a Path. ``AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")`` gives
+        bit-identical logits (the default ``"sdpa"`` differs by float32 rounding, ~1e-5),
         ``AutoTokenizer.from_pretrained(out)`` the same ids, and ``slt.load(out)`` the same vocabulary
         layout (family ``"generic"`` for an exported SIMS checkpoint, ``"spiritlm"`` for SpiritLM).
 
