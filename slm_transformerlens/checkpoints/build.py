@@ -7,6 +7,10 @@ in memory at a time), converted to the requested dtype on the way.
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,7 +56,7 @@ def resolve_architecture(hf_config: Any) -> str:
     if mapped:
         names.append(mapped)
     causal = bool(mapped) or any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
-    supported = set(supported_architectures())
+    supported = _supported_now()
     for name in names:
         if name in supported:
             if not causal:  # TransformerLens wraps some encoders too (HuBERT): not a language model
@@ -63,12 +67,52 @@ def resolve_architecture(hf_config: Any) -> str:
                     "(HubertFeatureExtractor in Python)."
                 )
             return name
+    supported = supported_architectures()
     raise UnsupportedArchitectureError(
         f"architecture {names or model_type!r} is not supported by TransformerLens "
         f"{_tl_version()}: its bridge has adapters for {len(supported)} architectures, e.g. "
         "LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM. Register an ArchitectureAdapter "
         "for it (transformer_lens ArchitectureAdapterFactory.register_adapter) and try again."
     )
+
+
+_FACTORY = "transformer_lens.factories.architecture_adapter_factory"
+
+
+@functools.cache
+def _built_in_adapter_names() -> frozenset[str]:
+    """The keys of TransformerLens' ``SUPPORTED_ARCHITECTURES``, read from its source without importing it.
+
+    Importing the factory imports every adapter (seconds); ``slm-lens inspect`` only needs the names.
+    Empty when the source cannot be read that way (then the factory is imported).
+    """
+    try:  # find_spec of the dotted name would import transformer_lens itself: locate the file instead
+        spec = importlib.util.find_spec("transformer_lens")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        source = Path(roots[0], *_FACTORY.split(".")[1:]).with_suffix(".py") if roots else None
+        tree = ast.parse(source.read_text(encoding="utf-8")) if source and source.is_file() else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return frozenset()
+    for node in tree.body if tree is not None else []:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(getattr(t, "id", None) == "SUPPORTED_ARCHITECTURES" for t in targets) and isinstance(
+            node.value, ast.Dict
+        ):
+            keys = node.value.keys
+            return frozenset(
+                k.value for k in keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            )
+    return frozenset()
+
+
+def _supported_now() -> frozenset[str]:
+    """What :func:`supported_architectures` would return now, without importing the factory when it is
+    not imported yet: a fresh import holds exactly ``SUPPORTED_ARCHITECTURES`` (adapters registered at run
+    time, or plugins, exist only once the factory is imported, and then it is asked)."""
+    built_in = _built_in_adapter_names()
+    if _FACTORY not in sys.modules and built_in:
+        return built_in
+    return frozenset(supported_architectures())
 
 
 def _tl_version() -> str:
