@@ -127,7 +127,7 @@ def build_model(directory: Path, shape: str, device: str) -> Any:
 
     from slm_transformerlens.builders import base_tokenizer_dir
     from slm_transformerlens.checkpoints import LoadedCheckpoint, LoadOptions
-    from slm_transformerlens.checkpoints.build import _rebuild_meta_buffers
+    from slm_transformerlens.checkpoints.build import rebuild_meta_buffers
     from slm_transformerlens.checkpoints.sims import SimsFamily
     from slm_transformerlens.model import bridge_from_checkpoint
 
@@ -155,7 +155,7 @@ def build_model(directory: Path, shape: str, device: str) -> Any:
         else:
             tensor = tensor * (1.0 / parameter.shape[-1] ** 0.5)
         hf.load_state_dict({name: tensor}, strict=False, assign=True)
-    _rebuild_meta_buffers(hf, torch.device(device))
+    rebuild_meta_buffers(hf, torch.device(device))
     hf.eval()
     loaded = LoadedCheckpoint(
         family=family.name,

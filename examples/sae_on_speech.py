@@ -105,6 +105,29 @@ def features_at_spoken_words(model: Any, sae: Any, utterance: list[Any], top_k: 
     return pd.DataFrame(rows)
 
 
+SAELENS_HINT = (
+    "examples/sae_on_speech.py needs SAELens, which pins transformer-lens < 4, so it is not in the main "
+    "environment (transformer-lens {tl}). Run it in the transformer-lens 3.9 environment:\n"
+    "    bash .ci/tl39.sh -k saelens                  # creates .venv-tl39 (transformer-lens 3.9 + sae-lens)\n"
+    "    .venv-tl39/bin/python examples/sae_on_speech.py\n"
+    "or in a venv of your own: pip install -e . 'transformer-lens<4' sae-lens"
+)
+
+
+def require_saelens() -> None:
+    """Exit with a hint (which environment, what to install) when SAELens is not importable."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    if importlib.util.find_spec("sae_lens") is not None:
+        return
+    try:
+        tl = version("transformer-lens")
+    except PackageNotFoundError:
+        tl = "not installed"
+    raise SystemExit(SAELENS_HINT.format(tl=tl))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -114,6 +137,7 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=20_000, help="SAE training tokens")
     args = parser.parse_args()
+    require_saelens()
 
     from sae_lens import HookedSAETransformer
 

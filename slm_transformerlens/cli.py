@@ -61,6 +61,7 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
     # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
+<<<<<<< HEAD
     if args.batch_tokens < 1:
         raise LensError(
             f"--batch-tokens {args.batch_tokens}: a forward pass needs at least 1 token (e.g. 4096)"
@@ -70,6 +71,14 @@ def _analyze(args: argparse.Namespace) -> int:
     items = [RunItem(id=str(path.resolve()), path=path.resolve()) for path in expand_inputs(args.audio)]
     if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
         raise SpeechInputError("WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)")
+=======
+    items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
+    wavs = any(item.path.suffix.lower() == ".wav" for item in items)
+    if wavs and args.units == "hubert" and not (args.hubert and args.quantizer):
+        from slm_transformerlens.speech.dataset import WAV_NEEDS
+
+        raise SpeechInputError(WAV_NEEDS)
+>>>>>>> robust2
     readers: dict[int, Any] = {}
 
     def read_item(model: Any, path: Any) -> Any:
@@ -85,6 +94,7 @@ def _analyze(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         **{key: getattr(args, key) for key in ("family", "tokenizer", "unit_format", "plan", "seed")},
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
+        **({"units": "organism"} if args.units == "organism" else {}),  # older manifests have no key
     }
     if args.lens == "patchscope" and args.tuned_lens:
         raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
@@ -219,6 +229,7 @@ def _speech_options(args: argparse.Namespace) -> dict[str, Any]:
         "plan": args.plan,
         "seed": args.seed,
         "resample": not getattr(args, "no_resample", False),
+        "speech_tokenizer": _organism_tokenizer(args),
     }
 
 
@@ -234,7 +245,26 @@ def _speech_reader(args: argparse.Namespace, paths: Any, model: Any) -> Any:
     return speech_file_reader(paths, model.speech_vocab, **_speech_options(args))
 
 
+def _organism_tokenizer(args: argparse.Namespace) -> Any:
+    """The model organism's speech tokenizer under ``--units organism`` (refused beside --hubert)."""
+    if getattr(args, "units", "hubert") != "organism":
+        return None
+    if args.hubert or args.quantizer:
+        from slm_transformerlens.errors import SpeechInputError
+
+        raise SpeechInputError(
+            "--units organism reads audio with the model organism's MFCC k-means units; drop --hubert / "
+            "--quantizer, or drop --units organism to use them"
+        )
+    from slm_transformerlens.organism.speech_tokenizer import organism_speech_tokenizer
+
+    return organism_speech_tokenizer()
+
+
 def _speech_tokenizer(args: argparse.Namespace) -> Any:
+    organism = _organism_tokenizer(args)
+    if organism is not None:
+        return organism
     if not args.hubert or not args.quantizer:
         return None
     from slm_transformerlens.speech.features import HubertFeatureExtractor
@@ -405,6 +435,13 @@ def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--
         "--quantizer", help="k-means .npy / torch dict / joblib, or SpiritLM linear quantizer"
     )
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
+    parser.add_argument(
+        "--units",
+        default="hubert",
+        choices=["hubert", "organism"],
+        help="how audio becomes units: 'hubert' (--hubert DIR --quantizer FILE) or 'organism' (the model "
+        "organism's MFCC k-means units, built in: for the shipped organism)",
+    )
 
 
 def _add_batch_tokens_option(parser: argparse.ArgumentParser, default: int | None) -> None:
@@ -495,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantizer", help="k-means .npy / torch dict / joblib, or SpiritLM linear quantizer"
     )
     analyze.add_argument("--trust-pickle", action="store_true", help="allow unpickling a joblib k-means")
+    analyze.add_argument(
+        "--units",
+        default="hubert",
+        choices=["hubert", "organism"],
+        help="how audio becomes units: 'hubert' (--hubert DIR --quantizer FILE) or 'organism' (the model "
+        "organism's MFCC k-means units, built in: for the shipped organism)",
+    )
     analyze.add_argument(
         "--plan",
         default="speech",

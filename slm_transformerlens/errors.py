@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "DevicePlacementError",
+    "LensError",
     "MissingCheckpointFileError",
     "NonFiniteError",
     "OutputError",
@@ -47,6 +48,10 @@ class VocabularyError(SLMError, ValueError):
 
 class SpeechInputError(SLMError, ValueError):
     """A speech input (audio, units, alignment, interleaving) is invalid."""
+
+
+class LensError(SLMError, ValueError):
+    """A lens was asked for something it cannot do (bad layer or site, wrong model, bad file)."""
 
 
 class NonFiniteError(SLMError, ValueError):

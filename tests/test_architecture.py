@@ -102,10 +102,13 @@ def test_no_upward_import(name: str) -> None:
         assert top not in SIDE_BY_SIDE.get(_top(name), set()), f"{name} imports {target}"
 
 
-def test_no_import_cycle() -> None:
+@pytest.mark.parametrize("module_level_only", [True, False], ids=["module-level", "any-import"])
+def test_no_import_cycle(module_level_only: bool) -> None:
+    """No cycle between package modules, even through imports inside functions (a lazy import that
+    only hides a circle: build <-> placement, base <-> precision, tuned_lens_format <-> tuned_lens)."""
     modules = _modules()
     graph = {
-        name: {t for t in _imports(path, module_level_only=True) if t in modules and t != name}
+        name: {t for t in _imports(path, module_level_only=module_level_only) if t in modules and t != name}
         for name, path in modules.items()
     }
     # a package's __init__ importing its own submodules is not a cycle for these purposes
@@ -133,3 +136,38 @@ def test_no_import_cycle() -> None:
 def test_every_module_has_a_layer() -> None:
     missing = sorted({_top(name) for name in set(_modules()) - SHIMS} - set(LAYERS))
     assert not missing, f"add {missing} to LAYERS in tests/test_architecture.py and to docs/architecture.md"
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``module.name`` for each ``_name`` this file imports from another package module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append(f"relative import from {'.' * node.level}{node.module or ''}")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("slm_transformerlens"):
+            found += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name.startswith("_") and not alias.name.startswith("__")
+            ]
+    return found
+
+
+def test_no_private_name_imported_across_modules() -> None:
+    """A leading underscore means private to its module: another module imports only public names
+    (``_deprecation`` is a module name, not a private name, and stays allowed)."""
+    offenders = {
+        name: bad
+        for name, path in _modules().items()
+        if (bad := [b for b in _private_imports(path) if not b.endswith("._deprecation")])
+    }
+    assert not offenders, f"modules importing another module's private names: {offenders}"
+
+
+def test_tuned_lens_file_names_agree() -> None:
+    """The tuned-lens format's file names are defined in interop (no import back into lens)."""
+    from slm_transformerlens.interop import tuned_lens_format
+    from slm_transformerlens.lens import tuned_lens
+
+    assert tuned_lens.PUBLISHED_PARAMS_NAME == tuned_lens_format.TUNED_LENS_PARAMS_NAME == "params.pt"
+    assert tuned_lens.CONFIG_NAME == tuned_lens_format.TUNED_LENS_CONFIG_NAME == "config.json"

@@ -25,7 +25,14 @@ from slm_transformerlens.errors import SLMError
 from slm_transformerlens.lens import peak_layers
 from slm_transformerlens.lens.protocol import LensProtocol
 
-__all__ = ["CompareError", "Comparison", "compare_models", "comparison_chart", "rate_knowledge_correlation"]
+__all__ = [
+    "CompareError",
+    "Comparison",
+    "compare_models",
+    "comparison_chart",
+    "knowledge_label",
+    "rate_knowledge_correlation",
+]
 
 
 class CompareError(SLMError, ValueError):
@@ -52,11 +59,29 @@ class Comparison:
     correlation: dict[str, float]
     protocol: LensProtocol
     files: dict[str, Path] = field(default_factory=dict)
+    knowledge_mode: str = "speech"
+
+    @property
+    def knowledge_label(self) -> str:
+        """What the knowledge accuracy measures, after its mode (``"spoken-knowledge"``, ``"text-knowledge"``...)."""
+        return knowledge_label(self.knowledge_mode)
 
     @property
     def report(self) -> Path:
         """The Markdown report."""
         return self.files["report"]
+
+
+def knowledge_label(mode: str) -> str:
+    """The name of a knowledge accuracy in ``mode``: spoken (speech), written (text), or mixed."""
+    mode = "speech_text" if mode == "interleaved" else mode
+    labels = {
+        "speech": "spoken-knowledge",
+        "text": "text-knowledge",
+        "speech_text": "knowledge (spoken prompt, written completion)",
+        "text_speech": "knowledge (written prompt, spoken completion)",
+    }
+    return labels.get(mode, f"knowledge ({mode})")
 
 
 def rate_knowledge_correlation(
@@ -180,7 +205,9 @@ def compare_models(
         if png:
             files["rates_png"] = save_chart(chart, out / "rates.png")
     files["report"] = out / "report.md"
-    result = Comparison(out, summary, peaks, knowledge, correlation, protocol, files)
+    result = Comparison(
+        out, summary, peaks, knowledge, correlation, protocol, files, knowledge_mode=knowledge_mode
+    )
     files["report"].write_text(_report_text(result, x=x), encoding="utf-8")
     return result
 
@@ -211,9 +238,9 @@ def comparison_chart(summary: pd.DataFrame, *, k: int = 10, view: str = "text", 
     dashed lines of the same colour are each model's shuffled-target control; the grey band reaches the
     frequency prior (the chance level a fixed frequency ranking gets).
     """
-    from slm_transformerlens.viz.charts import _alt
+    from slm_transformerlens.viz.charts import import_altair
 
-    alt = _alt()
+    alt = import_altair()
     df = summary[
         (summary["metric"] == "transcription") & (summary["k"] == k) & (summary["view"] == view)
     ].copy()
@@ -264,16 +291,16 @@ def _report_text(result: Comparison, *, x: str) -> str:
             f"Pearson r = {corr['pearson']:.3f}, Spearman rho = {corr['spearman']:.3f} (n = {n} models)"
         )
     lines = [
-        "# Model comparison: implicit transcription and spoken knowledge",
+        f"# Model comparison: implicit transcription and {result.knowledge_label.replace('-', ' ')}",
         "",
         *result.protocol.markdown(),
         f"Curves are drawn against {'the fraction of depth, (layer + 1) / layers, as depths differ' if x == 'depth' else 'the layer index'}.",
         "",
-        "## Peak transcription rate and spoken-knowledge accuracy per model",
+        f"## Peak transcription rate and {result.knowledge_label} accuracy per model",
         "",
         markdown_table(result.peaks),
         "",
-        f"Correlation between peak transcription rate and knowledge accuracy across models: {corr_line}.",
+        f"Correlation between peak transcription rate and {result.knowledge_label} accuracy across models: {corr_line}.",
         "",
     ]
     if "rates_html" in result.files:

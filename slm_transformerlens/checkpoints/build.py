@@ -7,6 +7,10 @@ in memory at a time), converted to the requested dtype on the way.
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from slm_transformerlens.checkpoints.dtypes import check_dtype_supported, resolve_dtype
 from slm_transformerlens.checkpoints.files import WeightFiles, iter_checkpoint_tensors
 from slm_transformerlens.checks import check_finite_weight
 from slm_transformerlens.errors import CheckpointError, UnsupportedArchitectureError
@@ -23,6 +28,7 @@ __all__ = [
     "build_causal_lm",
     "check_dtype_supported",
     "directory_of",
+    "rebuild_meta_buffers",
     "resolve_architecture",
     "resolve_dtype",
     "supported_architectures",
@@ -50,7 +56,7 @@ def resolve_architecture(hf_config: Any) -> str:
     if mapped:
         names.append(mapped)
     causal = bool(mapped) or any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in names)
-    supported = set(supported_architectures())
+    supported = _supported_now()
     for name in names:
         if name in supported:
             if not causal:  # TransformerLens wraps some encoders too (HuBERT): not a language model
@@ -61,6 +67,7 @@ def resolve_architecture(hf_config: Any) -> str:
                     "(HubertFeatureExtractor in Python)."
                 )
             return name
+    supported = supported_architectures()
     raise UnsupportedArchitectureError(
         f"architecture {names or model_type!r} is not supported by TransformerLens "
         f"{_tl_version()}: its bridge has adapters for {len(supported)} architectures, e.g. "
@@ -69,55 +76,49 @@ def resolve_architecture(hf_config: Any) -> str:
     )
 
 
+_FACTORY = "transformer_lens.factories.architecture_adapter_factory"
+
+
+@functools.cache
+def _built_in_adapter_names() -> frozenset[str]:
+    """The keys of TransformerLens' ``SUPPORTED_ARCHITECTURES``, read from its source without importing it.
+
+    Importing the factory imports every adapter (seconds); ``slm-lens inspect`` only needs the names.
+    Empty when the source cannot be read that way (then the factory is imported).
+    """
+    try:  # find_spec of the dotted name would import transformer_lens itself: locate the file instead
+        spec = importlib.util.find_spec("transformer_lens")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        source = Path(roots[0], *_FACTORY.split(".")[1:]).with_suffix(".py") if roots else None
+        tree = ast.parse(source.read_text(encoding="utf-8")) if source and source.is_file() else None
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return frozenset()
+    for node in tree.body if tree is not None else []:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(getattr(t, "id", None) == "SUPPORTED_ARCHITECTURES" for t in targets) and isinstance(
+            node.value, ast.Dict
+        ):
+            keys = node.value.keys
+            return frozenset(
+                k.value for k in keys if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            )
+    return frozenset()
+
+
+def _supported_now() -> frozenset[str]:
+    """What :func:`supported_architectures` would return now, without importing the factory when it is
+    not imported yet: a fresh import holds exactly ``SUPPORTED_ARCHITECTURES`` (adapters registered at run
+    time, or plugins, exist only once the factory is imported, and then it is asked)."""
+    built_in = _built_in_adapter_names()
+    if _FACTORY not in sys.modules and built_in:
+        return built_in
+    return frozenset(supported_architectures())
+
+
 def _tl_version() -> str:
     from importlib.metadata import version
 
     return version("transformer-lens")
-
-
-def resolve_dtype(dtype: torch.dtype | str | None, hf_config: Any) -> torch.dtype:
-    """The dtype to load in: the argument, else float32.
-
-    Float32 is the default (not the checkpoint's stored dtype) because interpretability
-    read-outs are compared at fp32 precision; pass ``dtype=torch.bfloat16`` to halve memory.
-    """
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        name = dtype.removeprefix("torch.")
-        if name == "auto":
-            stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
-            return resolve_dtype(stored, hf_config) if stored not in (None, "auto") else torch.float32
-        resolved = getattr(torch, name, None)
-        if not isinstance(resolved, torch.dtype):
-            raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or 'auto'")
-        return resolved
-    return dtype
-
-
-def check_dtype_supported(dtype: torch.dtype, device: torch.device) -> None:
-    """Fail early and clearly when ``device`` cannot compute in ``dtype``.
-
-    Raises:
-        CheckpointError: e.g. bfloat16 on a CUDA GPU older than Ampere, or a device that is absent.
-    """
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CheckpointError(f"device {device} was requested but CUDA is not available on this machine")
-        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-            raise CheckpointError(
-                f"dtype bfloat16 is not supported on {torch.cuda.get_device_name(device)} "
-                "(needs compute capability >= 8.0). Load with dtype=torch.float16 or torch.float32."
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CheckpointError(f"device {device} was requested but MPS is not available on this machine")
-    try:
-        probe = torch.ones(2, 2, dtype=dtype, device=device)
-        (probe @ probe).sum().item()
-    except (RuntimeError, TypeError) as error:
-        raise CheckpointError(
-            f"device {device} cannot compute in {dtype} ({error}); choose another dtype"
-        ) from error
 
 
 def build_causal_lm(
@@ -208,7 +209,7 @@ def build_causal_lm(
         )
     if tied:
         model.tie_weights()
-    _rebuild_meta_buffers(model, device, placement)
+    rebuild_meta_buffers(model, device, placement)
     if placement is not None:
         from slm_transformerlens.checkpoints.placement import dispatch
 
@@ -241,7 +242,7 @@ def _output_embedding_key(model: nn.Module) -> str | None:
     return None
 
 
-def _rebuild_meta_buffers(
+def rebuild_meta_buffers(
     model: nn.Module, device: torch.device, placement: dict[str, str] | None = None
 ) -> None:
     """Recompute non-persistent buffers (rotary ``inv_freq``) that the meta build left empty (on the

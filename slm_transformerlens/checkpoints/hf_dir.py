@@ -19,6 +19,9 @@ from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = ["hf_config_of", "read_hf_layout"]
 
+#: Config keys that set the weights' shapes: a default filled in for one of them builds another model.
+_SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
 
 def hf_config_of(directory: Path) -> Any:
     """The HF config of a plain causal-LM directory."""
@@ -32,11 +35,25 @@ def hf_config_of(directory: Path) -> Any:
             "checkpoint, or add the row count of model.embed_tokens.weight as vocab_size."
         )
     try:
-        return AutoConfig.from_pretrained(str(directory))
+        config = AutoConfig.from_pretrained(str(directory))
     except (ValueError, KeyError) as error:
         raise CheckpointError(
             f"{directory / 'config.json'} is not a config transformers can read: {error}"
         ) from error
+    aliases = getattr(config, "attribute_map", {}) or {}
+    missing = [
+        key
+        for key in _SHAPE_KEYS
+        if hasattr(config, key) and key not in stored and aliases.get(key) not in stored
+    ]
+    if missing and "text_config" not in stored:
+        defaults = ", ".join(f"{key}={getattr(config, key)!r}" for key in missing)
+        raise CheckpointError(
+            f"{directory / 'config.json'} has no {missing}: transformers would fill in its defaults ({defaults}), "
+            "which need not match the weights. Restore config.json from the original checkpoint, or add "
+            f"{missing[0]!r} (num_hidden_layers = the number of model.layers.N blocks in the weights)."
+        )
+    return config
 
 
 def read_hf_layout(

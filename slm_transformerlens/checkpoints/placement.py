@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slm_transformerlens.checkpoints.dtypes import check_dtype_supported
 from slm_transformerlens.errors import DevicePlacementError
 
 __all__ = [
@@ -313,8 +314,6 @@ def _strategy(model: nn.Module, strategy: str, dtype: torch.dtype, max_memory: A
 
 def check_placement(device_map: Mapping[str, str], dtype: torch.dtype) -> None:
     """Fail early when a device of the map cannot compute in ``dtype`` (e.g. bfloat16 on an old GPU)."""
-    from slm_transformerlens.checkpoints.build import check_dtype_supported
-
     for device in sorted(set(device_map.values())):
         check_dtype_supported(dtype, torch.device(device))
 

@@ -45,9 +45,9 @@ def _encode(model: Any, speech_input: Any) -> tuple[Int[Tensor, "batch pos"], li
 
 
 def _single(speech_input: Any) -> bool:
-    from slm_transformerlens.speech.interleave import _as_batch
+    from slm_transformerlens.speech.interleave import as_batch
 
-    return len(_as_batch(speech_input)) == 1 and not _is_batch(speech_input)
+    return len(as_batch(speech_input)) == 1 and not _is_batch(speech_input)
 
 
 def _is_batch(speech_input: Any) -> bool:

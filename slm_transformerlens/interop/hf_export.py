@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -101,7 +102,7 @@ def plain_hf_model(bridge: Any) -> nn.Module:
     """
     from transformers import AutoModelForCausalLM
 
-    from slm_transformerlens.checkpoints.build import _rebuild_meta_buffers
+    from slm_transformerlens.checkpoints.build import rebuild_meta_buffers
 
     if getattr(bridge, "compatibility_mode", False):
         raise InteropError(
@@ -127,7 +128,7 @@ def plain_hf_model(bridge: Any) -> nn.Module:
     plain.load_state_dict({key: state[key] for key in expected}, strict=True, assign=True)
     if getattr(config, "tie_word_embeddings", False):
         plain.tie_weights()
-    _rebuild_meta_buffers(plain, parameter.device)
+    rebuild_meta_buffers(plain, parameter.device)
     return plain.eval()
 
 
@@ -159,6 +160,28 @@ def _source(
     )
 
 
+def _check_writable_target(target: Path, source: Any, overwrite: bool) -> None:
+    """Refuse an ``out`` that cannot be written, before a byte of the source is read."""
+    if isinstance(source, (str, Path)) and target.resolve() == Path(source).expanduser().resolve():
+        raise InteropError(
+            f"export_hf would overwrite the checkpoint it reads ({target}); choose another out"
+        )
+    if target.exists() and not target.is_dir():
+        raise InteropError(f"{target} is a file, not a folder; choose a folder for the exported model")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise InteropError(f"{target} is not empty; pass overwrite=True or choose an empty directory")
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InteropError(f"cannot create {target}: {existing} is a file, not a folder; choose another out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InteropError(
+            f"cannot write into {existing} (permission denied or a read-only file system), so {target} "
+            "cannot be written; choose a folder you can write to, or change its permissions"
+        )
+
+
 def export_hf(
     source: Any,
     out: str | Path,
@@ -186,23 +209,26 @@ def export_hf(
         progress: progress bar while reading a directory.
 
     Returns:
-        ``out`` as a Path. ``AutoModelForCausalLM.from_pretrained(out)`` gives bit-identical logits,
+        ``out`` as a Path. ``AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")`` gives
+        bit-identical logits (the default ``"sdpa"`` differs by float32 rounding, ~1e-5),
         ``AutoTokenizer.from_pretrained(out)`` the same ids, and ``slt.load(out)`` the same vocabulary
         layout (family ``"generic"`` for an exported SIMS checkpoint, ``"spiritlm"`` for SpiritLM).
 
     Raises:
-        InteropError: ``out`` is not empty (without ``overwrite``), is the source directory, or the
-            source is not a speech LM.
+        InteropError: ``out`` is not empty (without ``overwrite``), is the source directory, cannot be
+            written (checked before the weights are read), or the source is not a speech LM.
     """
     target = Path(out).expanduser()
+    _check_writable_target(target, source, overwrite)  # before the (possibly long) read of the weights
     model, tok, vocab, source_family, source_path = _source(source, tokenizer, family, dtype, progress)
     if source_path is not None and target.resolve() == Path(source_path).resolve():
         raise InteropError(
             f"export_hf would overwrite the checkpoint it reads ({target}); choose another out"
         )
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise InteropError(f"{target} is not empty; pass overwrite=True or choose an empty directory")
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InteropError(f"cannot create {target} ({error}); choose a folder you can write to") from None
     config = model.config
     architecture = type(model).__name__
     config.architectures = [architecture]

@@ -16,7 +16,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["TUNED_LENS_CONFIG_KEYS", "save_tuned_lens_format"]
+from slm_transformerlens.errors import LensError
+
+__all__ = [
+    "TUNED_LENS_CONFIG_KEYS",
+    "TUNED_LENS_CONFIG_NAME",
+    "TUNED_LENS_PARAMS_NAME",
+    "save_tuned_lens_format",
+]
+
+#: The file names tuned-lens reads and writes (``TunedLens.from_model_and_pretrained`` / ``save``).
+TUNED_LENS_CONFIG_NAME = "config.json"
+TUNED_LENS_PARAMS_NAME = "params.pt"
 
 #: The fields of tuned-lens' ``TunedLensConfig``.
 TUNED_LENS_CONFIG_KEYS = (
@@ -36,19 +47,15 @@ def save_tuned_lens_format(lens: Any, directory: Path) -> Path:
     Raises:
         LensError: the lens has ``resid_mid`` translators, which tuned-lens cannot hold.
     """
-    from slm_transformerlens.lens.base import LensError
-
     if lens.mid_translators is not None:
         raise LensError(
             "the tuned-lens format holds one translator per layer input (resid_pre); this lens also has "
             "resid_mid translators: save it in the default format, or train one with include_mid=False"
         )
     state = {k: v.detach().float().cpu().contiguous() for k, v in lens.layer_translators.state_dict().items()}
-    from slm_transformerlens.lens.tuned_lens import CONFIG_NAME, PUBLISHED_PARAMS_NAME
-
-    torch.save(state, directory / PUBLISHED_PARAMS_NAME)
+    torch.save(state, directory / TUNED_LENS_PARAMS_NAME)
     config = lens.config.to_dict()
-    (directory / CONFIG_NAME).write_text(
+    (directory / TUNED_LENS_CONFIG_NAME).write_text(
         json.dumps({key: config[key] for key in TUNED_LENS_CONFIG_KEYS}, indent=2)
     )
     return directory

@@ -29,6 +29,7 @@ from slm_transformerlens.lens.readout import (
     target_tensor,
     vocab_views,
 )
+from slm_transformerlens.lens.targets import WordTargetResolver
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import EncodedBatch, WordSpanError, WordSpans, as_encoded_batch
 
@@ -55,6 +56,28 @@ def encoded_inputs(
         return as_encoded_batch(model, inputs, word_spans)
     except WordSpanError as error:
         raise LensError(str(error)) from error
+
+
+def _target_spec(name: str, spec: Any, model: Any) -> Any:
+    """``spec`` unchanged, or a :class:`LensError` when it holds words (strings) instead of token ids."""
+    flat = [spec] if isinstance(spec, (str, bytes)) else spec if isinstance(spec, (list, tuple)) else []
+    flat = [w for item in flat for w in (item if isinstance(item, (list, tuple)) else [item])]
+    words = [w for w in flat if isinstance(w, (str, bytes))]
+    if not words:
+        return spec
+    hint = ""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None and isinstance(words[0], str):
+        try:
+            ids = WordTargetResolver(tokenizer)(words[0]).ids
+            hint = f" (here: {list(ids)})"
+        except Exception:  # only a hint: the error below is raised either way
+            hint = ""
+    raise LensError(
+        f"targets[{name!r}] = {spec!r} holds words, but targets are token ids; get a word's ids with "
+        f"WordTargetResolver(model.tokenizer)({words[0]!r}).ids{hint} "
+        f"(slm_transformerlens.lens.WordTargetResolver), then pass targets={{{name!r}: ids}}"
+    )
 
 
 def readout_frame(
@@ -222,7 +245,10 @@ def lens_table(
     layer_list = resolve_layers(layers, lens.n_layers)
     sites = check_sites(sites)
     view_masks = vocab_views(vocab, views)
-    target_ids = {name: target_tensor(spec, plan.n_rows) for name, spec in (targets or {}).items()}
+    target_ids = {
+        name: target_tensor(_target_spec(name, spec, model), plan.n_rows)
+        for name, spec in (targets or {}).items()
+    }
     check_readout_args(view_masks, target_ids, top_k=top_k, d_vocab=lens.d_vocab)
     namer = TokenNamer(vocab, getattr(model, "tokenizer", None)) if token_strings else None
     if plan.n_rows == 0:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from slm_transformerlens import hooks
 from slm_transformerlens._deprecation import warn_deprecated
-from slm_transformerlens.errors import SLMError
+from slm_transformerlens.errors import LensError
 from slm_transformerlens.lens.certified import (
     DEFAULT_BLOCK,
     DEFAULT_FORMAT,
@@ -59,10 +59,6 @@ __all__ = [
 Site = Literal["resid_pre", "resid_mid", "resid_post"]
 #: The residual-stream sites a lens can read.
 SITES: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post")
-
-
-class LensError(SLMError, ValueError):
-    """A lens was asked for something it cannot do (bad layer or site, wrong model, bad file)."""
 
 
 def check_site(site: str) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from slm_transformerlens.errors import SpeechInputError
 from slm_transformerlens.lens.analysis import encoded_inputs, read_plan
 from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
 from slm_transformerlens.lens.batching import length_batches, pad_batches
@@ -57,6 +58,15 @@ def _text_or_none(value: Any) -> str | None:
     return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
+def _encode_item(model: SpeechLM, item: Any, index: int) -> EncodedBatch:
+    """One dataset item encoded; an error names the item by its index in the dataset."""
+    try:
+        return encoded_inputs(model, item)
+    except (SpeechInputError, LensError) as error:
+        kind = SpeechInputError if isinstance(error, SpeechInputError) else LensError
+        raise kind(f"dataset item {index}: {error}") from error
+
+
 def _read_batched(
     model: SpeechLM,
     dataset: Iterable[Any],
@@ -66,7 +76,7 @@ def _read_batched(
 ) -> list[pd.DataFrame]:
     """Every item encoded, grouped by length, read in padded batches; rows renumbered and put back in
     item order (as one item at a time would give them)."""
-    encoded = [encoded_inputs(model, item) for item in dataset]
+    encoded = [_encode_item(model, item, index) for index, item in enumerate(dataset)]
     offsets = np.cumsum([0, *(int(b.tokens.shape[0]) for b in encoded)])
     pad_id = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
     frames: list[pd.DataFrame] = []
@@ -230,8 +240,8 @@ def transcription_table(
     bar = tqdm(total=total, desc="lens: transcription", disable=not progress, unit="utt")
     if batch_tokens is None:
         utterance_offset = 0
-        for item in dataset:
-            batch = encoded_inputs(model, item)
+        for index, item in enumerate(dataset):
+            batch = _encode_item(model, item, index)
             frame = read_batch(batch)
             if frame is not None:
                 frame["utterance"] += utterance_offset

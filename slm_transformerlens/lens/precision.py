@@ -47,6 +47,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from slm_transformerlens.errors import LensError
+
 __all__ = [
     "K_BLOCK",
     "READOUT_PRECISIONS",
@@ -77,8 +79,6 @@ def check_readout_precision(precision: str | None) -> str | None:
     if precision is None or precision == "auto":
         return None
     if precision not in READOUT_PRECISIONS:
-        from slm_transformerlens.lens.base import LensError
-
         raise LensError(
             f"readout_precision={precision!r}: choose 'fp32' (one float32 product), 'fast' (the same logits "
             "from split bf16/fp16 products), 'certified' (bf16 products, their undecided tokens recomputed: "

@@ -7,8 +7,12 @@ Stages (``slm-lens organism build | train | evaluate``): :mod:`~slm_transformerl
 :mod:`~slm_transformerlens.organism.train` (imports only torch / transformers / safetensors / numpy),
 :mod:`~slm_transformerlens.organism.evaluate` and :mod:`~slm_transformerlens.organism.report`.
 The packaged models: :mod:`~slm_transformerlens.organism.shipped`; the SmolLM2-135M organism (LoRA + unit
-rows over the real SmolLM2, shipped as a delta): :mod:`~slm_transformerlens.organism.smollm2`.
+rows over the real SmolLM2, shipped as a delta): :mod:`~slm_transformerlens.organism.smollm2`. A WAV to
+the organism's units: :mod:`~slm_transformerlens.organism.speech_tokenizer` (imported on first use).
 """
+
+import importlib
+from typing import Any
 
 from slm_transformerlens.organism.shipped import (
     MAIN,
@@ -24,10 +28,24 @@ from slm_transformerlens.organism.shipped import (
 __all__ = [
     "MAIN",
     "SMOLLM2_MAIN",
+    "OrganismSpeechTokenizer",
     "heldout_utterances",
     "load_organism",
     "load_smollm2_organism",
+    "organism_speech_tokenizer",
     "shipped_checkpoint",
     "shipped_models",
     "shipped_root",
 ]
+
+#: Names imported on first access (the speech tokenizer needs jaxtyping; training must not).
+_LAZY = {
+    "OrganismSpeechTokenizer": "slm_transformerlens.organism.speech_tokenizer",
+    "organism_speech_tokenizer": "slm_transformerlens.organism.speech_tokenizer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,7 +38,15 @@ from slm_transformerlens.organism.units import FRAME_SECONDS, KMeansUnits, mfcc_
 from slm_transformerlens.speech.plans import poisson_span_mask
 from slm_transformerlens.speech.units import dedup_units, unit_end_times
 
-__all__ = ["Rendering", "build_data", "load_renderings", "text_pool"]
+__all__ = [
+    "Rendering",
+    "SequenceWriter",
+    "build_data",
+    "fill_sequences",
+    "load_renderings",
+    "save_renderings",
+    "text_pool",
+]
 
 _SPLITS = ("train", "heldout", "fact_true", "fact_false")
 
@@ -132,7 +140,8 @@ def _render_all(
     return out, inventory
 
 
-def _save_renderings(path: Path, renderings: list[Rendering]) -> None:
+def save_renderings(path: Path, renderings: list[Rendering]) -> None:
+    """Write renderings as ``path.npz`` (units, durations, offsets) and ``path.json`` (the rest)."""
     units = np.concatenate([np.asarray(r["units"], dtype=np.int16) for r in renderings])
     durations = np.concatenate([np.asarray(r["durations"], dtype=np.int16) for r in renderings])
     offsets = np.cumsum([0] + [len(r["units"]) for r in renderings]).astype(np.int64)
@@ -160,7 +169,7 @@ def load_renderings(data_dir: str | Path, kind: str) -> list[Rendering]:
     return out
 
 
-class _SequenceWriter:
+class SequenceWriter:
     """Token ids of text / interleaved / speech-only sequences in the SIMS layout."""
 
     def __init__(self, tokenizer: Any, vocab: Any) -> None:
@@ -252,9 +261,10 @@ class _SequenceWriter:
             raise SLMError("organism: the sequence writer disagrees with encode_utterances (SIMS layout)")
 
 
-def _fill(
-    kind: str, n: int, recipe: Recipe, writer: _SequenceWriter, pool: list[Any], seed: int, progress: bool
+def fill_sequences(
+    kind: str, n: int, recipe: Recipe, writer: SequenceWriter, pool: list[Any], seed: int, progress: bool
 ) -> np.ndarray:
+    """``n`` token rows of ``kind`` (text / interleaved / speech), drawn from ``pool`` with ``seed``."""
     rng = random.Random(seed)
     order: list[int] = []
     out = np.zeros((n, recipe.seq_len), dtype=np.uint16)
@@ -316,16 +326,16 @@ def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: b
         renderings, inventory = _render_all(recipe, jobs, kmeans, progress)
         (out / "phonemes.json").write_text(json.dumps(inventory))
         for kind in recipe.unit_kinds:
-            _save_renderings(out / f"units_{kind}", renderings[kind])
+            save_renderings(out / f"units_{kind}", renderings[kind])
     n1 = -(-recipe.phase1_tokens // recipe.seq_len)
     n2 = -(-recipe.phase2_tokens // recipe.seq_len)
     if not (out / "streams_text.npz").exists():
         tokenizer, vocab = sims_tokenizer_and_vocab(tokenizer_dir, recipe.kmeans_units)
-        writer = _SequenceWriter(tokenizer, vocab)
+        writer = SequenceWriter(tokenizer, vocab)
         np.savez_compressed(
             out / "streams_text.npz",
-            phase1=_fill("text", n1, recipe, writer, texts, recipe.seed + 10, progress),
-            text=_fill("text", n2, recipe, writer, texts, recipe.seed + 11, progress),
+            phase1=fill_sequences("text", n1, recipe, writer, texts, recipe.seed + 10, progress),
+            text=fill_sequences("text", n2, recipe, writer, texts, recipe.seed + 11, progress),
         )
     sizes = {"base_vocab": None, "n_units": {}}
     for kind in recipe.unit_kinds:
@@ -338,12 +348,12 @@ def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: b
         path = out / f"streams_{kind}.npz"
         if path.exists():
             continue
-        writer = _SequenceWriter(tokenizer, vocab)
+        writer = SequenceWriter(tokenizer, vocab)
         pool = [r for r in load_renderings(out, kind) if r["split"] == "train"]
         np.savez_compressed(
             path,
-            interleaved=_fill("interleaved", n2, recipe, writer, pool, recipe.seed + 20, progress),
-            speech=_fill("speech", n2, recipe, writer, pool, recipe.seed + 21, progress),
+            interleaved=fill_sequences("interleaved", n2, recipe, writer, pool, recipe.seed + 20, progress),
+            speech=fill_sequences("speech", n2, recipe, writer, pool, recipe.seed + 21, progress),
         )
     (out / "vocab.json").write_text(json.dumps(sizes, indent=2))
     return out

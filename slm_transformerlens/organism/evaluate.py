@@ -345,6 +345,9 @@ def evaluate_all(
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
     threads are much slower).
     """
+    from slm_transformerlens.organism.inputs import check_evaluation_inputs
+
+    check_evaluation_inputs(models_dir, data_dir)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out_dir)

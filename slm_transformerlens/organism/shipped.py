@@ -85,7 +85,7 @@ def heldout_utterances(
 
 def export_eval_data(data_dir: str | Path, out_dir: str | Path, kinds: tuple[str, ...] = ("kmeans",)) -> Path:
     """Copy what the evaluation needs from a build (held-out renderings, facts, content-word counts)."""
-    from slm_transformerlens.organism.build import _save_renderings, load_renderings
+    from slm_transformerlens.organism.build import load_renderings, save_renderings
     from slm_transformerlens.organism.corpus import is_content_word
 
     data, out = Path(data_dir), Path(out_dir)
@@ -96,7 +96,7 @@ def export_eval_data(data_dir: str | Path, out_dir: str | Path, kinds: tuple[str
     (out / "corpus.json").write_text(json.dumps(slim))
     for kind in kinds:
         renderings = [r for r in load_renderings(data, kind) if r["split"] != "train"]
-        _save_renderings(out / f"units_{kind}", renderings)
+        save_renderings(out / f"units_{kind}", renderings)
     for name in ("recipe.json", "vocab.json", "phonemes.json", "kmeans.npy"):
         if (data / name).exists():
             shutil.copy(data / name, out / name)

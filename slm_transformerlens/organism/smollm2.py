@@ -161,7 +161,7 @@ def build_streams(
     any of ``variants`` takes of ``recipe.tokens``. The sequence writer is the organism's own, checked
     against :func:`~slm_transformerlens.speech.interleave.encode_utterances`.
     """
-    from slm_transformerlens.organism.build import _fill, _SequenceWriter, load_renderings, text_pool
+    from slm_transformerlens.organism.build import SequenceWriter, fill_sequences, load_renderings, text_pool
     from slm_transformerlens.organism.tokenizer import sims_tokenizer_and_vocab
 
     data = Path(data_dir)
@@ -171,7 +171,7 @@ def build_streams(
     tokenizer, vocab = sims_tokenizer_and_vocab(base_tokenizer, n_units)
     if len(tokenizer) > np.iinfo(np.uint16).max:
         raise SLMError(f"a vocabulary of {len(tokenizer)} does not fit uint16 streams")
-    writer = _SequenceWriter(tokenizer, vocab)
+    writer = SequenceWriter(tokenizer, vocab)
     corpus = json.loads((data / "corpus.json").read_text())
     pool = [r for r in load_renderings(data, recipe.kind) if r["split"] == "train"]
     shares = {k: max(getattr(VARIANTS[v], k) for v in variants) for k in ("text", "interleaved", "speech")}
@@ -179,7 +179,9 @@ def build_streams(
     for offset, kind in enumerate(("text", "interleaved", "speech")):
         count = round(shares[kind] * recipe.n_sequences)
         source = text_pool(corpus, base) if kind == "text" else pool
-        arrays[kind] = _fill(kind, count, stream_recipe, writer, source, base.seed + 100 + offset, progress)
+        arrays[kind] = fill_sequences(
+            kind, count, stream_recipe, writer, source, base.seed + 100 + offset, progress
+        )
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays, vocab_size=np.array(len(tokenizer)), n_units=np.array(n_units))

@@ -261,8 +261,18 @@ def read_textgrid(
 
 
 def read_alignment(path: str | Path, **kwargs: Any) -> tuple[WordTiming, ...]:
-    """Read an alignment file by extension: ``.json`` (slamkit) or ``.TextGrid`` (Praat / MFA)."""
+    """Read an alignment file by extension: ``.json`` (slamkit) or ``.TextGrid`` (Praat / MFA).
+
+    Raises:
+        SpeechInputError: the file does not exist, is a folder, or is in neither format.
+    """
     suffix = Path(path).suffix.lower()
+    if not Path(path).is_file():
+        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        raise SpeechInputError(
+            f"alignment file {path} {what}; pass the path of a word alignment: a slamkit .json "
+            "({'aligned_text': [[word, start_s, end_s], ...]}) or a Praat / MFA .TextGrid"
+        )
     if suffix == ".json":
         return read_slamkit_json(path)
     if suffix == ".textgrid":

@@ -44,6 +44,13 @@ __all__ = [
 PLANS = ("speech", "text", "alternate", "poisson")
 
 
+#: What WAV input needs, in the command line's terms.
+WAV_NEEDS = (
+    "WAV input needs --hubert DIR and --quantizer FILE, or --units organism for the model organism's "
+    "MFCC k-means units (or pass .json unit files)"
+)
+
+
 def alignment_for(wav: Path) -> Path:
     """The alignment file beside a WAV: ``{stem}.json`` or ``{stem}.TextGrid``."""
     for suffix in (".json", ".TextGrid", ".textgrid"):
@@ -136,6 +143,7 @@ def speech_file_reader(
     plan: str = "speech",
     seed: int = 0,
     resample: bool = True,
+    speech_tokenizer: Callable[..., Speech] | None = None,
 ) -> Callable[[Path], list[Any]]:
     """A function reading one input file (``.wav`` + alignment, or ``.json`` unit file) into an interleaved
     utterance; the speech tokenizer is built once, only when ``paths`` hold a WAV (arguments as
@@ -145,25 +153,27 @@ def speech_file_reader(
         SpeechInputError: WAV input without HuBERT / quantizer, or a quantizer with more units than the model
             (at once); a bad file (when it is read).
     """
-    tokenizer = None
-    if any(Path(p).suffix.lower() == ".wav" for p in paths):
+    tokenizer: Any = speech_tokenizer
+    if speech_tokenizer is not None and (hubert is not None or quantizer is not None):
+        raise SpeechInputError(
+            "pass either a speech tokenizer (--units organism) or --hubert / --quantizer, not both"
+        )
+    if tokenizer is None and any(Path(p).suffix.lower() == ".wav" for p in paths):
         if hubert is None or quantizer is None:
-            raise SpeechInputError(
-                "WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)"
-            )
+            raise SpeechInputError(WAV_NEEDS)
         tokenizer = SpeechTokenizer(
             HubertFeatureExtractor(hubert, layer=layer), load_quantizer(quantizer, trust_pickle=trust_pickle)
         )
-        if tokenizer.n_units > vocab.n_units:
-            raise SpeechInputError(
-                f"the quantizer has {tokenizer.n_units} units but the model only {vocab.n_units} unit tokens"
-            )
+    if tokenizer is not None and hasattr(tokenizer, "n_units") and tokenizer.n_units > vocab.n_units:
+        raise SpeechInputError(
+            f"the quantizer has {tokenizer.n_units} units but the model only {vocab.n_units} unit tokens"
+        )
 
     def read(path: Path) -> list[Any]:
         path = Path(path)
         if path.suffix.lower() == ".wav":
             if tokenizer is None:
-                raise SpeechInputError(f"{path}: WAV input needs --hubert DIR and --quantizer FILE")
+                raise SpeechInputError(f"{path}: {WAV_NEEDS}")
             audio, rate = read_wav(path)
             speech = tokenizer(audio, rate, words=read_alignment(alignment_for(path)), resample=resample)
         elif path.suffix.lower() == ".json":
@@ -191,6 +201,7 @@ def load_speech_dataset(
     seed: int = 0,
     resample: bool = True,
     progress: bool = True,
+    speech_tokenizer: Callable[..., Speech] | None = None,
 ) -> list[list[Any]]:
     """Read WAV files (with alignments) or unit files into interleaved utterances.
 
@@ -199,6 +210,8 @@ def load_speech_dataset(
             (see :func:`expand_inputs`).
         vocab: the model's vocabulary (units are checked against its unit range).
         hubert, layer, quantizer, trust_pickle: the speech tokenizer for WAV input.
+        speech_tokenizer: a ready one instead (``audio, rate, words=, resample=`` -> Speech), e.g. the
+            model organism's :func:`~slm_transformerlens.organism.speech_tokenizer.organism_speech_tokenizer`.
         plan: ``"speech"`` (all words spoken), ``"text"``, ``"alternate"`` (every other word spoken) or
             ``"poisson"`` (slamkit-style spans, seeded).
         resample: allow resampling audio to 16 kHz.
@@ -217,5 +230,6 @@ def load_speech_dataset(
         plan=plan,
         seed=seed,
         resample=resample,
+        speech_tokenizer=speech_tokenizer,
     )
     return [read(path) for path in tqdm(paths, desc="speech", disable=not progress, unit="file")]

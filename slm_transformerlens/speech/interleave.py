@@ -53,6 +53,7 @@ from slm_transformerlens.vocab import SpeechVocab
 
 __all__ = [
     "EncodedBatch",
+    "as_batch",
     "encode_utterances",
     "family_string",
     "is_speech_input",
@@ -85,9 +86,26 @@ def is_speech_input(x: object) -> bool:
     return False
 
 
-def _as_batch(x: Any) -> list[list[Segment]]:
+def as_batch(x: Any) -> list[list[Segment]]:
+    """Any speech input as a batch: a list of utterances, each a list of Speech / Text segments.
+
+    Raises:
+        SpeechInputError: ``x`` is not a speech input, or it (or one of its utterances) is empty.
+    """
     if isinstance(x, (Speech, Text)):
         return [[x]]
+    if isinstance(x, (list, tuple)) and not x:
+        raise SpeechInputError(
+            "the speech input is empty (a list with no utterance); pass at least one Speech or Text, "
+            "e.g. [Text('the cat'), Speech(units)]"
+        )
+    if isinstance(x, (list, tuple)):
+        for i, u in enumerate(x):
+            if isinstance(u, (list, tuple)) and not u:
+                raise SpeechInputError(
+                    f"utterance {i} is empty (a list with no Speech or Text segment); give every utterance "
+                    "at least one segment, or leave it out of the batch"
+                )
     if not is_speech_input(x):
         raise SpeechInputError(
             "expected a Speech, a Text, a list of them (one utterance) or a list of such lists (a batch); "
@@ -395,7 +413,7 @@ def encode_utterances(
             ``"error"``, an utterance longer than ``n_ctx``...).
         VocabularyError: the tokenizer does not match the vocabulary.
     """
-    batch = _as_batch(x)
+    batch = as_batch(x)
     forbidden = _forbidden_in_text(vocab, tokenizer)
     sequences: list[list[int]] = []
     frames: list[pd.DataFrame] = []
@@ -409,20 +427,21 @@ def encode_utterances(
             ids = [int(vocab.bos_token_id), *ids]
             offset = 1
         _spans(pieces, owner, ids[offset:], rows, vocab, offset)
+        who = f"utterance {u}" if len(batch) > 1 else "the utterance"  # callers may number their items
         if n_ctx is not None and len(ids) > n_ctx:
             raise SpeechInputError(
-                f"utterance {u} is {len(ids)} tokens long but the model's context is {n_ctx}; "
+                f"{who} is {len(ids)} tokens long but the model's context is {n_ctx}; "
                 "split the audio into shorter utterances"
             )
         if not ids:
-            raise SpeechInputError(f"utterance {u} encodes to no token")
+            raise SpeechInputError(f"{who} encodes to no token")
         frame = pd.DataFrame(rows)
         frame.insert(0, "word_index", range(len(rows)))
         frame.insert(0, "utterance", u)
         empty = frame["n_tokens"] == 0
         if empty.any():
             words = frame.loc[empty, "word"].tolist()
-            message = f"utterance {u}: words {words} own no token (shorter than a speech frame, or only punctuation)"
+            message = f"{who}: words {words} own no token (shorter than a speech frame, or only punctuation)"
             if on_empty_word == "error":
                 raise SpeechInputError(message + "; pass on_empty_word='warn' or 'keep' to accept them")
             if on_empty_word == "warn":

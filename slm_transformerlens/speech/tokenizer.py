@@ -80,13 +80,14 @@ class SpeechTokenizer:
             )
         if keep_audio:
             speech_kwargs.update(audio=wav.numpy(), sample_rate=self.features.sample_rate)
-        return Speech.from_frames(
-            frames,
-            dedup=self.dedup,
-            words=word_timings,
-            frame_duration=self.features.frame_duration,
-            **speech_kwargs,
+        speech = Speech.from_frames(
+            frames, dedup=self.dedup, frame_duration=self.features.frame_duration, **speech_kwargs
         )
+        if word_timings is not None:
+            # validated above against the audio's own length: the encoder's frames may end up to a frame
+            # (plus its window) before the audio does, and a word inside the audio's tolerance stays valid
+            object.__setattr__(speech, "words", word_timings)
+        return speech
 
     def encode_files(
         self,

@@ -15,6 +15,7 @@ import pandas as pd
 from slm_transformerlens.viz.html import save_chart
 
 __all__ = [
+    "import_altair",
     "lens_heatmap",
     "lens_kl_chart",
     "modality_mass_chart",
@@ -23,7 +24,8 @@ __all__ = [
 ]
 
 
-def _alt() -> Any:
+def import_altair() -> Any:
+    """The altair module, or an ImportError naming the extra that installs it."""
     try:
         import altair as alt
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -73,7 +75,7 @@ def lens_heatmap(
     With an ``input_token`` column (the report adds it) each position is labelled with its input token and
     the first letter of its word's modality (``t`` text, ``s`` speech, ``-`` outside words).
     """
-    alt = _alt()
+    alt = import_altair()
     df = table[table["batch"] == batch] if "batch" in table.columns else table
     df = _one(_one(df, "view", view, "view"), "site", site, "site").copy()
     if df.empty:
@@ -155,7 +157,7 @@ def transcription_rate_chart(
         summary: :func:`~slm_transformerlens.lens.summarize_transcription` output.
         k: which top-k hit rate to draw.
     """
-    alt = _alt()
+    alt = import_altair()
     df = summary[summary["k"] == k]
     df = _one(_one(df, "view", view, "view"), "site", site, "site")
     if df.empty:
@@ -198,7 +200,7 @@ def modality_mass_chart(
     title: str | None = None,
 ) -> Any:
     """Mean probability mass per vocabulary group per layer (stacked), from the ``full`` view."""
-    alt = _alt()
+    alt = import_altair()
     df = table[table["view"] == "full"] if "view" in table.columns else table
     df = _one(df, "site", site, "site")
     columns = [c for c in df.columns if c.startswith("mass_")]
@@ -224,7 +226,7 @@ def modality_mass_chart(
 
 def lens_kl_chart(evaluation: pd.DataFrame, *, metric: str = "kl", title: str | None = None) -> Any:
     """Per-layer KL to the final distribution (or ``metric="ce"``) for each lens (e.g. logit vs tuned)."""
-    alt = _alt()
+    alt = import_altair()
     if metric not in evaluation.columns:
         raise ValueError(f"the evaluation table has no {metric!r} column")
     df = evaluation[["lens", "layer", metric]]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from slm_transformerlens.viz.charts import _alt
+from slm_transformerlens.viz.charts import import_altair
 
 __all__ = ["ablation_chart", "knowledge_chart"]
 
@@ -43,7 +43,7 @@ def ablation_chart(
         models: which models, in this order (default: all, sorted).
         k: the top-k of the evaluation (axis title only).
     """
-    alt = _alt()
+    alt = import_altair()
     models = sorted(curves["model"].unique()) if models is None else list(models)
     rows = curves[curves["model"].isin(models) & (curves["layer"] >= 0)]
     series = {metric: _SERIES[0], f"{metric}_shuffled": _SERIES[1]}
@@ -122,7 +122,7 @@ def knowledge_chart(table: pd.DataFrame, *, chance: float = 0.5, title: str | No
             spoken_ci_low, spoken_ci_high, written_knowledge, n_facts``).
         chance: the accuracy of a coin flip (two completions: 0.5).
     """
-    alt = _alt()
+    alt = import_altair()
     needed = [
         "model",
         "transcription_peak",
