@@ -61,7 +61,6 @@ def _analyze(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise LensError(f"-k {args.k}: the top-k rate needs k >= 1 (e.g. -k 10)")
     # bad -k, missing inputs and an unwritable or occupied --out fail before the model loads
-<<<<<<< HEAD
     if args.batch_tokens < 1:
         raise LensError(
             f"--batch-tokens {args.batch_tokens}: a forward pass needs at least 1 token (e.g. 4096)"
@@ -69,16 +68,11 @@ def _analyze(args: argparse.Namespace) -> int:
     _check_device_options(args)
     # an item's id is its resolved path: the same files named relatively or absolutely are the same run
     items = [RunItem(id=str(path.resolve()), path=path.resolve()) for path in expand_inputs(args.audio)]
-    if any(item.path.suffix.lower() == ".wav" for item in items) and not (args.hubert and args.quantizer):
-        raise SpeechInputError("WAV input needs --hubert DIR and --quantizer FILE (or pass .json unit files)")
-=======
-    items = [RunItem(id=str(path), path=path.resolve()) for path in expand_inputs(args.audio)]
     wavs = any(item.path.suffix.lower() == ".wav" for item in items)
     if wavs and args.units == "hubert" and not (args.hubert and args.quantizer):
         from slm_transformerlens.speech.dataset import WAV_NEEDS
 
         raise SpeechInputError(WAV_NEEDS)
->>>>>>> robust2
     readers: dict[int, Any] = {}
 
     def read_item(model: Any, path: Any) -> Any:
