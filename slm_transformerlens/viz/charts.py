@@ -20,6 +20,7 @@ __all__ = [
     "lens_kl_chart",
     "modality_mass_chart",
     "save_chart",
+    "select_one",
     "transcription_rate_chart",
 ]
 
@@ -38,7 +39,8 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _one(df: pd.DataFrame, column: str, value: Any, what: str) -> pd.DataFrame:
+def select_one(df: pd.DataFrame, column: str, value: Any, what: str) -> pd.DataFrame:
+    """The rows where ``column == value``; with ``value=None`` the table must hold one value of it (or none)."""
     if column not in df.columns:
         return df
     if value is None:
@@ -77,7 +79,7 @@ def lens_heatmap(
     """
     alt = import_altair()
     df = table[table["batch"] == batch] if "batch" in table.columns else table
-    df = _one(_one(df, "view", view, "view"), "site", site, "site").copy()
+    df = select_one(select_one(df, "view", view, "view"), "site", site, "site").copy()
     if df.empty:
         raise ValueError("nothing to draw: the selection is empty")
     df["top_prob"] = [p[0] if len(p) else float("nan") for p in df["top_probs"]]
@@ -159,7 +161,7 @@ def transcription_rate_chart(
     """
     alt = import_altair()
     df = summary[summary["k"] == k]
-    df = _one(_one(df, "view", view, "view"), "site", site, "site")
+    df = select_one(select_one(df, "view", view, "view"), "site", site, "site")
     if df.empty:
         raise ValueError(f"no summary rows for k={k}")
     low, high = ("cluster_low", "cluster_high") if "cluster_low" in df.columns else ("ci_low", "ci_high")
@@ -202,7 +204,7 @@ def modality_mass_chart(
     """Mean probability mass per vocabulary group per layer (stacked), from the ``full`` view."""
     alt = import_altair()
     df = table[table["view"] == "full"] if "view" in table.columns else table
-    df = _one(df, "site", site, "site")
+    df = select_one(df, "site", site, "site")
     columns = [c for c in df.columns if c.startswith("mass_")]
     if groups is not None:
         columns = [f"mass_{g}" for g in groups]

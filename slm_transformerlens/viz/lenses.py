@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from slm_transformerlens.viz.charts import _alt, _one
+from slm_transformerlens.viz.charts import import_altair, select_one
 
 __all__ = ["lens_comparison_chart", "lens_comparison_frame"]
 
@@ -37,7 +37,7 @@ def lens_comparison_frame(
     frames = []
     for name, summary in summaries.items():
         df = summary[(summary["k"] == k) & (summary["metric"] == metric)]
-        df = _one(_one(df, "view", view, "view"), "site", site, "site")
+        df = select_one(select_one(df, "view", view, "view"), "site", site, "site")
         if df.empty:
             raise ValueError(f"the {name!r} summary has no rows for k={k}, metric={metric!r}")
         low, high = ("cluster_low", "cluster_high") if "cluster_low" in df.columns else ("ci_low", "ci_high")
@@ -70,7 +70,7 @@ def lens_comparison_chart(frame: pd.DataFrame, *, k: int = 10, title: str | None
     Raises:
         ValueError: missing columns or an empty frame.
     """
-    alt = _alt()
+    alt = import_altair()
     needed = ["lens", "layer", "rate", "ci_low", "ci_high", "shuffled_rate"]
     missing = [c for c in needed if c not in frame.columns]
     if missing or frame.empty:
