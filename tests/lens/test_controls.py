@@ -164,3 +164,23 @@ def test_word_filter_removes_stop_words_and_frequent_types():
     )
     assert WordFilter().keep(table).tolist() == [False, True, True, True]
     assert WordFilter(stop_words=(), most_frequent=1).keep(table).tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("positions", ["last", "any"])
+def test_perfect_transcriber_is_heard_at_its_whole_rate(perfect, positions):
+    """Unit rows = word text embeddings: with another word's units the original target is gone, so
+    heard = rate - swapped-audio rate is (almost) the whole rate."""
+    from slm_transformerlens.lens import swapped_audio_table
+
+    model, data, n_text = perfect
+    kwargs = dict(layers=[0], sites=["resid_pre"], views=["text"], positions=positions, progress=False)
+    table = transcription_table(model, data, **kwargs)
+    swapped = swapped_audio_table(model, data, **kwargs)
+    summary = summarize_transcription(table, swapped=swapped, n_boot=200)
+    tr = summary[summary.metric == "transcription"].set_index("k")
+    # top-1 is the donor word's target at every unit: the original target never is
+    assert tr.loc[1, "swapped_rate"] == 0.0 and tr.loc[1, "heard"] == tr.loc[1, "rate"] == 1.0
+    assert tr.loc[1, "heard_low"] == tr.loc[1, "heard_low_type"] == 1.0
+    # top-10: the original target must be among the donor's 9 runners-up (random cosines), as shuffled
+    chance = 9 / (n_text - 1)
+    assert tr.loc[10, "heard"] >= 1 - chance - 3 * np.sqrt(chance / len(table)) - 0.02
