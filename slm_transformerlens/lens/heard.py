@@ -180,8 +180,18 @@ def heard_peak(
     return peaks
 
 
-def heard_headline(heard: pd.DataFrame, *, k: int, view: str = "text", site: str | None = None) -> str:
+def heard_headline(
+    heard: pd.DataFrame,
+    *,
+    k: int,
+    view: str = "text",
+    site: str | None = None,
+    modality: str | None = "speech",
+) -> str:
     """One line for the top of a report: where heard (transcription, top-``k``, ``view``) peaks.
+
+    ``heard`` is a :func:`heard_rates` frame or a summary with its columns; with a ``modality`` column only
+    that modality's rows count (default spoken words).
 
     ``"heard above context: +0.123 at layer 4 [+0.080, +0.170]"`` when the peak's interval lies above 0,
     else says in plain words that no layer clears, with the best layer's numbers.
@@ -191,6 +201,8 @@ def heard_headline(heard: pd.DataFrame, *, k: int, view: str = "text", site: str
         rows = rows[rows["view"] == view]
     if site is not None and "site" in rows.columns:
         rows = rows[rows["site"] == site]
+    if modality is not None and "modality" in rows.columns:
+        rows = rows[rows["modality"] == modality]
     by = [c for c in ("site", "view", "modality") if c in rows.columns]
     peaks = heard_peak(rows, by=by, k=k)
     if peaks.empty:

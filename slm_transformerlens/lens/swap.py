@@ -216,9 +216,22 @@ def swapped_audio_table(
 
     ``table_kwargs`` are the table's (use the SAME as for the original table). Rows are keyed like the
     original table's (``utterance``, ``word_index``, ``word``, ``layer``, ``site``, ``view``) and score each
-    word's ORIGINAL target; ``.attrs["donors"]`` holds the donor table (:data:`DONOR_COLUMNS`).
+    word's ORIGINAL target; each swapped word's donor is in ``donor_utterance``, ``donor_word_index``,
+    ``donor_word`` (``<NA>`` for words that were not swapped, e.g. written words).
     """
     swapped = swap_audio(model, dataset, seed=seed)
     table = transcription_table(model, swapped, **table_kwargs)
-    table.attrs["donors"] = swapped.donors
+    if table.empty:
+        return table.assign(donor_utterance=None, donor_word_index=None, donor_word=None)
+    donors = swapped.donors.set_index(["utterance", "word_index"])
+    where = donors.index.get_indexer(
+        pd.MultiIndex.from_frame(table[["utterance", "word_index"]].astype("int64"))
+    )
+    for column, dtype in (
+        ("donor_utterance", "Int64"),
+        ("donor_word_index", "Int64"),
+        ("donor_word", "string"),
+    ):
+        values = donors[column].to_numpy(dtype=object)
+        table[column] = pd.array([None if i < 0 else values[i] for i in where], dtype=dtype)
     return table
