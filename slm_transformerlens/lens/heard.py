@@ -139,6 +139,14 @@ def heard_rates(
     return out.sort_values([*keys, "metric", "k"], kind="stable").reset_index(drop=True)
 
 
+def _clears(rows: pd.DataFrame) -> pd.Series:
+    """Heard's utterance interval lies above 0 and, when given, so does its word-type interval."""
+    clears = rows["heard_low"] > 0
+    if "heard_low_type" in rows.columns:
+        clears &= rows["heard_low_type"] > 0
+    return clears
+
+
 def heard_peak(
     heard: pd.DataFrame,
     *,
@@ -149,8 +157,10 @@ def heard_peak(
     """The layer where heard peaks (first layer on ties), per (``by``..., metric, k), with its interval.
 
     Returns:
-        Columns ``by..., metric, k, peak_layer, heard, heard_low, heard_high, rate, swapped_rate, n`` and
-        ``clears`` (``heard_low > 0``: the utterance-bootstrap interval lies above 0).
+        Columns ``by..., metric, k, peak_layer, heard, heard_low, heard_high, rate, swapped_rate, n``
+        (``heard_low_type``, ``heard_high_type`` when present) and ``clears``: the utterance-bootstrap
+        interval lies above 0 AND, when present, so does the word-type one (an effect carried by a few word
+        types, e.g. a model that by chance reads one type's fixed units, does not generalise over words).
     """
     rows = heard
     if metric is not None:
@@ -169,6 +179,7 @@ def heard_peak(
         "swapped_rate",
         "n",
     ]
+    columns += [c for c in ("heard_low_type", "heard_high_type") if c in heard.columns]
     rows = rows.dropna(subset=["heard"])
     if rows.empty:
         return pd.DataFrame(columns=[*columns, "clears"])
@@ -176,7 +187,7 @@ def heard_peak(
         rows.sort_values("layer", kind="stable").groupby([*by, "metric", "k"], dropna=False)["heard"].idxmax()
     )
     peaks = rows.loc[idx.to_numpy()].rename(columns={"layer": "peak_layer"})[columns].reset_index(drop=True)
-    peaks["clears"] = peaks["heard_low"] > 0
+    peaks["clears"] = _clears(peaks)
     return peaks
 
 
@@ -188,34 +199,37 @@ def heard_headline(
     site: str | None = None,
     modality: str | None = "speech",
 ) -> str:
-    """One line for the top of a report: where heard (transcription, top-``k``, ``view``) peaks.
+    """One line for the top of a report: where heard (transcription, top-``k``, ``view``) is above context.
 
     ``heard`` is a :func:`heard_rates` frame or a summary with its columns; with a ``modality`` column only
-    that modality's rows count (default spoken words).
-
-    ``"heard above context: +0.123 at layer 4 [+0.080, +0.170]"`` when the peak's interval lies above 0,
-    else says in plain words that no layer clears, with the best layer's numbers.
+    that modality's rows count (default spoken words). ``"heard above context: +0.123 at layer 4 [+0.080,
+    +0.170] (utterance bootstrap; word types [...]; ...)"`` for the layer with the largest heard among those
+    that clear (both intervals above 0, see :func:`heard_peak`); else it says in plain words that no layer
+    clears, with the numbers of the layer where heard is largest.
     """
     rows = heard[(heard["metric"] == "transcription") & (heard["k"] == int(k))]
-    if "view" in rows.columns:
-        rows = rows[rows["view"] == view]
-    if site is not None and "site" in rows.columns:
-        rows = rows[rows["site"] == site]
-    if modality is not None and "modality" in rows.columns:
-        rows = rows[rows["modality"] == modality]
-    by = [c for c in ("site", "view", "modality") if c in rows.columns]
-    peaks = heard_peak(rows, by=by, k=k)
-    if peaks.empty:
+    for column, value in (("view", view), ("site", site), ("modality", modality)):
+        if value is not None and column in rows.columns:
+            rows = rows[rows[column] == value]
+    rows = rows.dropna(subset=["heard"])
+    if rows.empty:
         return f"heard above context: not measured (no top-{k} rows in the {view} view)"
-    best = peaks.sort_values("heard", ascending=False, kind="stable").iloc[0]
-    numbers = (
-        f"{best['heard']:+.3f} at layer {int(best['peak_layer'])} "
-        f"[{best['heard_low']:+.3f}, {best['heard_high']:+.3f}] (rate {best['rate']:.3f}, swapped audio "
-        f"{best['swapped_rate']:.3f}, n={int(best['n'])}, top-{k}, {view} view)"
+    clears = _clears(rows)
+    pool = rows[clears] if bool(clears.any()) else rows
+    best = pool.sort_values(["heard", "layer"], ascending=[False, True], kind="stable").iloc[0]
+    types = (
+        f"; word types [{best['heard_low_type']:+.3f}, {best['heard_high_type']:+.3f}]"
+        if "heard_low_type" in rows.columns
+        else ""
     )
-    if bool(best["clears"]):
+    numbers = (
+        f"{best['heard']:+.3f} at layer {int(best['layer'])} [{best['heard_low']:+.3f}, {best['heard_high']:+.3f}] "
+        f"(utterance bootstrap{types}; rate {best['rate']:.3f}, swapped audio {best['swapped_rate']:.3f}, "
+        f"n={int(best['n'])}, top-{k}, {view} view)"
+    )
+    if bool(clears.any()):
         return f"heard above context: {numbers}"
     return (
-        "heard above context: no layer clears (no interval lies above 0; the swapped-audio control explains "
-        f"the rate); best {numbers}"
+        "heard above context: no layer clears (at no layer do the utterance and word-type intervals both lie "
+        f"above 0: context alone, the swapped-audio control, explains the rate); largest {numbers}"
     )
