@@ -144,11 +144,13 @@ def _padded(lists: Sequence[list[int]], width: int | None = None) -> np.ndarray:
     return out
 
 
-def _top_array(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's stored top-k ids as ``[rows, positions, K]`` (-1 pads), and which rows have them.
+def _top_array(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every stored top-k list as ``[lists, K]`` (-1 pads), the row each list belongs to, and per row the
+    number of ids it stores (0: no usable top-k).
 
-    A row read with ``positions="any"`` contributes each span position's top-k (``span_top_ids``); it
-    has none (NaN) in a table made before that column existed. Other rows contribute their ``top_ids``.
+    A row read with ``positions="any"`` contributes one list per span position (``span_top_ids``; a table
+    made before that column existed has none); other rows contribute their ``top_ids``. Lists are kept
+    flat (no padding to the longest span), so memory grows with the positions read, not rows x longest.
     """
     any_rows = (
         (table["positions"] == "any").to_numpy()
@@ -156,34 +158,32 @@ def _top_array(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         else np.zeros(len(table), bool)
     )
     spans = table["span_top_ids"] if "span_top_ids" in table.columns else pd.Series([None] * len(table))
-    per_row: list[list[list[int]]] = []
-    usable = np.ones(len(table), dtype=bool)
+    lists: list[list[int]] = []
+    owner: list[int] = []
+    stored = np.zeros(len(table), dtype=np.int64)
     for i, (top, span) in enumerate(zip(table["top_ids"], spans, strict=True)):
         if any_rows[i]:
-            lists = [] if span is None or (isinstance(span, float) and np.isnan(span)) else list(span)
-            per_row.append([_id_list(p) for p in lists])
-            usable[i] = bool(lists)
+            positions = [] if span is None or (isinstance(span, float) and np.isnan(span)) else list(span)
         else:
-            per_row.append([_id_list(top)])
-    n_pos = max([1, *(len(r) for r in per_row)])
-    width = max([0, *(len(p) for r in per_row for p in r)])
-    out = np.full((len(table), n_pos, max(width, 1)), -1, dtype=np.int64)
-    for i, lists in enumerate(per_row):
-        if lists:
-            out[i, : len(lists)] = _padded(lists, max(width, 1))
-    stored = np.asarray([min((len(p) for p in r), default=0) for r in per_row], dtype=np.int64)
-    return out, np.where(usable, stored, 0)
+            positions = [top]
+        mine = [_id_list(p) for p in positions]
+        lists += mine
+        owner += [i] * len(mine)
+        stored[i] = min((len(p) for p in mine), default=0)
+    return _padded(lists), np.asarray(owner, dtype=np.int64), stored
 
 
-def _first_hit(tops: np.ndarray, targets: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Per row, the best 0-based place of a target id in the top-k of any position (``K``: nowhere)."""
-    rows, _, width = tops.shape
-    out = np.full(rows, width, dtype=np.int64)
-    for start in range(0, rows, chunk):
-        top, tgt = tops[start : start + chunk], targets[start : start + chunk]
-        found = ((top[..., None] == tgt[:, None, None, :]) & (tgt >= 0)[:, None, None, :]).any(-1)
-        place = np.where(found.any(-1), found.argmax(-1), width)  # [rows, positions]
-        out[start : start + chunk] = place.min(-1)
+def _first_hit(
+    tops: np.ndarray, owner: np.ndarray, targets: np.ndarray, n_rows: int, chunk: int = 8192
+) -> np.ndarray:
+    """Per row, the best 0-based place of one of its ``targets`` in any of its top-k lists (``K``: none)."""
+    width = tops.shape[1]
+    out = np.full(n_rows, width, dtype=np.int64)
+    for start in range(0, len(tops), chunk):
+        top, rows = tops[start : start + chunk], owner[start : start + chunk]
+        tgt = targets[rows]
+        found = ((top[:, :, None] == tgt[:, None, :]) & (tgt >= 0)[:, None, :]).any(-1)  # [lists, K]
+        np.minimum.at(out, rows, np.where(found.any(-1), found.argmax(-1), width))
     return out
 
 
@@ -196,13 +196,13 @@ def _shuffled_hits(
     words = table.drop_duplicates(key)[[*key, "word", ids_column]].reset_index(drop=True)
     word_of_row = pd.MultiIndex.from_frame(words[key]).get_indexer(pd.MultiIndex.from_frame(table[key]))
     word_targets = _padded([_id_list(ids) for ids in words[ids_column]])
-    tops, stored = _top_array(table)
+    tops, owner, stored = _top_array(table)
     valid = table[rank_column].notna().to_numpy() & (stored > 0)
     out = {int(k): np.full((len(seeds), len(table)), np.nan) for k in ks}
     for j, seed in enumerate(seeds):
         partners = shuffled_partners(list(words["word"]), seed=int(seed))
         targets = word_targets[partners[word_of_row]] if len(table) else word_targets[:0]
-        place = _first_hit(tops, targets)
+        place = _first_hit(tops, owner, targets, len(table))
         scored = valid & (targets >= 0).any(-1)
         for k in ks:
             ok = scored & (stored >= int(k))

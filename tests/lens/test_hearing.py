@@ -65,17 +65,14 @@ def _speech_data(model, n_utterances: int = 12, seed: int = 0) -> list[EncodedBa
     return data
 
 
-def _interleaved_data(model, n_utterances: int = 30, seed: int = 0) -> list[EncodedBatch]:
+def _interleaved_data(model, n_utterances: int = 24, seed: int = 0) -> list[EncodedBatch]:
     """Utterances of 4 (written word, [Speech], spoken word, [Text]) pairs; written word i is always
-    followed by spoken word i, and spoken word i always has the same 2-4 units."""
+    followed by spoken word i, spoken in 2-4 random units (new units at every occurrence, as real speech
+    varies: a random model cannot read a type's target from fixed units by chance)."""
     vocab, tok = model.speech_vocab, model.tokenizer
     words = _distinct_words(WordTargetResolver(tok), 16)
     written, spoken = words[8:], words[:8]
     rng = np.random.default_rng(seed)
-    units = {
-        w: vocab.unit_token_ids(torch.arange(10 * i, 10 * i + 2 + i % 3)).tolist()
-        for i, w in enumerate(spoken)
-    }
     data = []
     for _ in range(n_utterances):
         ids, rows = [1], []
@@ -86,7 +83,7 @@ def _interleaved_data(model, n_utterances: int = 30, seed: int = 0) -> list[Enco
             rows.append((0, 2 * j, written[i], "text", start, len(ids)))
             ids.append(vocab.markers["speech"])
             start = len(ids)
-            ids += units[spoken[i]]
+            ids += vocab.unit_token_ids(torch.as_tensor(rng.integers(0, vocab.n_units, 2 + i % 3))).tolist()
             rows.append((0, 2 * j + 1, spoken[i], "speech", start, len(ids)))
             ids.append(vocab.markers["text"])
         data.append(EncodedBatch(torch.tensor([ids]), None, pd.DataFrame(rows, columns=SPAN_COLUMNS)))
@@ -220,10 +217,11 @@ def test_empty_table_keeps_its_columns_and_summary_says_why(spiritlm_model):
 
 
 def _classify(model, data, plant, positions):
+    kwargs = dict(positions=positions, views=["text"], progress=False, batch_tokens=4096)
     with plant:
-        table = transcription_table(model, data, positions=positions, views=["text"], progress=False)
-        swapped = swapped_audio_table(model, data, positions=positions, views=["text"], progress=False)
-    summary = summarize_transcription(table, swapped=swapped, n_boot=300, ks=(1, 10))
+        table = transcription_table(model, data, **kwargs)
+        swapped = swapped_audio_table(model, data, **kwargs)
+    summary = summarize_transcription(table, swapped=swapped, n_boot=200, ks=(1, 10), n_permutations=3)
     return (
         table,
         swapped,
@@ -231,7 +229,7 @@ def _classify(model, data, plant, positions):
     )
 
 
-@pytest.mark.parametrize("positions", ["last", "any"])
+@pytest.mark.parametrize("positions", ["any"])  # "last": tests/test_planted_cli.py (the CLI's default)
 def test_planted_hearer_is_heard_at_its_layers_only(six_layers, positions):
     model, data = six_layers
     plant = plant_hearer(model, hearer_lookup(model, data), layers=range(PLANTED[0], PLANTED[1] + 1))
@@ -240,9 +238,9 @@ def test_planted_hearer_is_heard_at_its_layers_only(six_layers, positions):
         if layer in PLANTED:
             assert rows.loc[layer, "rate"] == 1.0 and rows.loc[layer, "heard_low"] > 0.5
             assert rows.loc[layer, "heard_low_type"] > 0.5
-        else:  # not planted: no evidence of hearing across word types (a random model can, by chance,
-            # rank one type's target high from that type's fixed units in every utterance)
-            assert rows.loc[layer, "heard_low_type"] <= 0 and rows.loc[layer, "heard"] < 0.2
+        else:  # not planted: nothing heard
+            assert rows.loc[layer, "heard_low"] <= 0 <= rows.loc[layer, "heard_high"]
+            assert rows.loc[layer, "heard_low_type"] <= 0
     heard = heard_rates(table, swapped, ks=(10,), n_boot=300)
     peak = heard_peak(heard, k=10)
     assert int(peak["peak_layer"].iloc[0]) in PLANTED and bool(peak["clears"].iloc[0])
