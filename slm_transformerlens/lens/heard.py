@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from slm_transformerlens.lens.base import LensError
-from slm_transformerlens.lens.controls import _quantiles, word_type
+from slm_transformerlens.lens.controls import word_type
 
 __all__ = ["HEARD_COLUMNS", "heard_headline", "heard_peak", "heard_rates"]
 
@@ -43,6 +43,15 @@ def _check(table: pd.DataFrame, name: str, by: Sequence[str]) -> None:
             f"the {name} has {'no rows' if table.empty else f'no columns {missing}'}: heard_rates needs two "
             "transcription_table results (the table, and swapped_audio_table on the same data and settings)"
         )
+
+
+def _quantiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of the finite bootstrap ``values`` (linear interpolation)."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    alpha = round((1 - confidence) / 2, 12)
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
 def _paired_interval(
