@@ -191,16 +191,21 @@ class Plant:
         self.resolver = WordTargetResolver(model.tokenizer, target_config)
         self._spans: list[tuple[int, int, int, int]] = []
         self._added: dict[int, Tensor] = {}
+        self._directions: dict[int, Tensor] = {}
         self._handles: list[Any] = []
         self._context: Any = None
 
     def direction(self, target_id: int) -> Float[Tensor, " d_model"]:
-        """The unit vector planted for ``target_id``: ``W_U[:, t] / g``, normalised."""
-        w_u = self.model.W_U.detach().float()[:, int(target_id)]
+        """The unit vector planted for ``target_id``: ``W_U[:, t] / g``, normalised (cached per id)."""
+        cached = self._directions.get(int(target_id))
+        if cached is not None:
+            return cached
+        w_u = self.model.W_U.detach()[:, int(target_id)].float()
         weight = next(self.model.ln_final.parameters(), None)
         g = torch.ones_like(w_u) if weight is None else weight.detach().float().to(w_u.device)
         d = w_u / torch.where(g.abs() > 1e-6, g, torch.ones_like(g))
-        return d / d.norm()
+        self._directions[int(target_id)] = d / d.norm()
+        return self._directions[int(target_id)]
 
     def _capture(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         tokens = args[0] if args else kwargs.get("input", kwargs.get("tokens"))
