@@ -255,6 +255,8 @@ def _compare(args: argparse.Namespace) -> int:
         png=not args.no_png,
         progress=not args.quiet,
     )
+    for name, headline in result.headlines.items():
+        print(f"{name}: {headline}")
     for row in result.peaks.itertuples(index=False):
         print(
             f"{row.model}: transcription top-{args.k} peaks at layer {row.peak_layer} "

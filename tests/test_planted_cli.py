@@ -112,3 +112,20 @@ def test_analyze_does_not_hear_the_planted_guesser(setup, monkeypatch, capsys):
     assert ((planted["heard_low"] <= 0) & (planted["heard_high"] >= 0)).all()
     assert not ((rows["heard_low"] > 0) & (rows["heard_low_type"] > 0)).any()  # no layer clears
     assert "no layer clears" in report.splitlines()[2]
+
+
+def test_analyze_controls_option(setup, monkeypatch, capsys):
+    root, path, model, _ = setup
+    monkeypatch.setattr(cli, "_load_model", lambda args, checkpoint, device=None: model)
+    argv = ["analyze", str(path), str(root / "units"), "--no-charts", "--quiet", "--plan", "alternate"]
+    assert cli.main([*argv, "--out", str(root / "bad"), "--controls", "shuffled,bogus"]) == 2
+    assert "--controls 'shuffled,bogus': unknown ['bogus']" in capsys.readouterr().err
+    assert not (root / "bad").exists()  # refused before anything ran
+    assert cli.main([*argv, "--out", str(root / "shuffled-only"), "--controls", "shuffled"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("heard above context: not measured (swapped-audio control turned off")
+    summary = pd.read_csv(root / "shuffled-only" / "summary.csv")
+    assert "shuffled_rate" in summary and "swapped_rate" not in summary
+    assert not (root / "shuffled-only" / "swapped_transcription.parquet").exists()
+    report = (root / "shuffled-only" / "report.md").read_text()
+    assert "- context control: none (swapped-audio control off)" in report
