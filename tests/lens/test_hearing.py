@@ -272,3 +272,55 @@ def test_plants_refuse_bad_settings(six_layers):
         pass
     again = transcription_table(model, data[:3], layers=[2], views=["text"], progress=False)
     assert plain["rank"].equals(again["rank"])
+
+
+def _synthetic(hits: np.ndarray, words: list[str]) -> pd.DataFrame:
+    """A minimal table: 10 utterances x 4 words, one layer, ranks 0 (hit) or 50 (miss)."""
+    n_utt, n_words = hits.shape
+    return pd.DataFrame(
+        {
+            "utterance": np.repeat(np.arange(n_utt), n_words),
+            "word_index": np.tile(np.arange(n_words), n_utt),
+            "word": [words[(u + j) % len(words)] for u in range(n_utt) for j in range(n_words)],
+            "layer": 0,
+            "site": "resid_post",
+            "view": "text",
+            "rank": pd.array(np.where(hits.ravel(), 0, 50), dtype="Int64"),
+            "next_rank": pd.array([None] * hits.size, dtype="Int64"),
+        }
+    )
+
+
+def test_heard_interval_is_a_paired_cluster_bootstrap_by_hand():
+    rng = np.random.default_rng(0)
+    words = ["red", "hood", "wolf", "door", "girl"]
+    real, swapped = rng.random((10, 4)) < 0.7, rng.random((10, 4)) < 0.3
+    got = heard_rates(_synthetic(real, words), _synthetic(swapped, words), ks=(1,), n_boot=400, seed=2)
+    row = got[got.metric == "transcription"].iloc[0]
+    assert row["heard"] == pytest.approx(real.mean() - swapped.mean())
+    # by hand: the same multinomial draw of utterances for both tables, per draw rate - swapped rate
+    weights = np.random.default_rng(2).multinomial(10, np.full(10, 0.1), size=400)
+    diffs = (weights @ real.sum(1)) / (weights @ np.full(10, 4)) - (weights @ swapped.sum(1)) / (
+        weights @ np.full(10, 4)
+    )
+    assert (row["heard_low"], row["heard_high"]) == pytest.approx(tuple(np.quantile(diffs, [0.025, 0.975])))
+    with pytest.raises(LensError, match="other words than the table"):
+        heard_rates(_synthetic(real, words), _synthetic(swapped, words).iloc[:-1], ks=(1,))
+
+
+def test_swap_audio_of_a_padded_batch_equals_its_rows_swapped_alone(spiritlm_model):
+    from slm_transformerlens.lens import pad_batches
+
+    data = _speech_data(spiritlm_model, n_utterances=4, seed=3)
+    joined, _ = pad_batches(data[:2], 0)
+    alone = swap_audio(spiritlm_model, data, seed=1)
+    batched = swap_audio(spiritlm_model, [joined, *data[2:]], seed=1)
+    assert batched.donors.equals(alone.donors)  # utterances numbered alike, donors alike
+    for row in range(2):
+        length = int(batched[0].attention_mask[row].sum())
+        assert batched[0].tokens[row, :length].tolist() == alone[row].tokens[0].tolist()
+        spans = batched[0].word_spans[batched[0].word_spans.utterance == row]
+        assert (
+            spans[["start", "stop"]].values.tolist()
+            == alone[row].word_spans[["start", "stop"]].values.tolist()
+        )
