@@ -40,7 +40,7 @@ DONOR_COLUMNS: tuple[str, ...] = (
 )
 
 
-class SwappedDataset(list):  # type: ignore[type-arg]
+class SwappedDataset(list[EncodedBatch]):
     """A ``list[EncodedBatch]`` (the swapped dataset, one batch per input item) with its donor table.
 
     Attributes:
