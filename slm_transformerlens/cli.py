@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["build_parser", "cli_message", "main"]
+__all__ = ["CONTROLS", "build_parser", "cli_message", "main"]
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -349,6 +349,8 @@ def _compare(args: argparse.Namespace) -> int:
         png=not args.no_png,
         progress=not args.quiet,
     )
+    for name, headline in result.headlines.items():
+        print(f"{name}: {headline}")
     for row in result.peaks.itertuples(index=False):
         print(
             f"{row.model}: transcription top-{args.k} peaks at layer {row.peak_layer} "
@@ -365,7 +367,19 @@ def _protocol(args: argparse.Namespace, modalities: Any = ("speech",)) -> Any:
     if args.content_words or args.most_frequent:
         stop_words = DEFAULT_STOP_WORDS if args.content_words else frozenset()
         word_filter = WordFilter(stop_words=stop_words, most_frequent=args.most_frequent)
+    controls = _controls(args.controls)
+    if args.n_permutations < 1 or args.max_swap_words < 0:
+        from slm_transformerlens.lens import LensError
+
+        raise LensError(
+            f"--n-permutations {args.n_permutations} / --max-swap-words {args.max_swap_words}: the shuffled "
+            "control needs at least 1 permutation (default 10) and the word limit must be >= 0 (0: no limit)"
+        )
     return LensProtocol(
+        controls="shuffled" in controls,
+        swapped_audio="swapped-audio" in controls,
+        n_permutations=args.n_permutations,
+        max_swap_words=args.max_swap_words,
         positions=args.positions,
         k=args.k,
         ks=tuple(sorted({1, 5, 10, args.k})),
@@ -378,6 +392,26 @@ def _protocol(args: argparse.Namespace, modalities: Any = ("speech",)) -> Any:
         cluster_by=None if args.cluster_by == "none" else args.cluster_by,
         modalities=modalities,
     )
+
+
+#: The chance and context controls ``--controls`` can name.
+CONTROLS: tuple[str, ...] = ("shuffled", "swapped-audio")
+
+
+def _controls(text: str) -> set[str]:
+    """``--controls`` as a set of names (``none``: no control)."""
+    from slm_transformerlens.lens import LensError
+
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"none"}:
+        return set()
+    unknown = sorted(names - set(CONTROLS))
+    if unknown or not names:
+        raise LensError(
+            f"--controls {text!r}: unknown {unknown or 'empty list'}; pass a comma-separated list of "
+            f"{', '.join(CONTROLS)} (default both), or none"
+        )
+    return names
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser, *, k_and_seed: bool = True) -> None:
@@ -400,6 +434,23 @@ def _add_protocol_options(parser: argparse.ArgumentParser, *, k_and_seed: bool =
     parser.add_argument("--content-words", action="store_true", help="exclude stop words")
     parser.add_argument("--most-frequent", type=int, default=0, help="exclude the N most frequent word types")
     parser.add_argument("--cluster-by", default="utterance", choices=["utterance", "word", "none"])
+    parser.add_argument(
+        "--controls",
+        default="shuffled,swapped-audio",
+        help="chance and context controls, comma-separated (default shuffled,swapped-audio; none for none): "
+        "shuffled = the read-out scored against other words' targets (the chance level of every read-out); "
+        "swapped-audio = each spoken word's units replaced by another word's, context unchanged (a second "
+        "forward pass; heard = rate - swapped-audio rate is the report's headline)",
+    )
+    parser.add_argument(
+        "--n-permutations", type=int, default=10, help="permutations of the shuffled control (default 10)"
+    )
+    parser.add_argument(
+        "--max-swap-words",
+        type=int,
+        default=5000,
+        help="skip the swapped-audio control above this many spoken words (default 5000; 0: no limit)",
+    )
 
 
 def _add_knowledge_options(parser: argparse.ArgumentParser, mode_flag: str = "--mode") -> None:
@@ -449,17 +500,20 @@ def _add_batch_tokens_option(parser: argparse.ArgumentParser, default: int | Non
 
 
 def _print_result(result: Any, k: int) -> None:
+    if getattr(result, "headline", ""):
+        print(result.headline)
     peaks = result.peaks
     shown = peaks[(peaks["k"] == k) & (peaks["view"] == "text")]
     for row in shown.itertuples(index=False):
+        chance = ""
+        if hasattr(row, "shuffled_rate"):  # the chance level of every read-out; a prior only for single ones
+            chance = f"; chance (shuffled): {row.shuffled_rate:.3f}"
+            chance += f", frequency prior {row.prior_rate:.3f}" if hasattr(row, "prior_rate") else ""
+        if hasattr(row, "swapped_rate"):
+            chance += f"; swapped audio {row.swapped_rate:.3f}"
         print(
             f"{row.modality:>6} words  {row.metric:<13} top-{k} rate peaks at layer {row.peak_layer:>3}: "
-            f"{row.peak_rate:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] (n={row.n})"
-            + (
-                f"; chance: shuffled {row.shuffled_rate:.3f}, prior {row.prior_rate:.3f}"
-                if hasattr(row, "shuffled_rate")
-                else ""
-            )
+            f"{row.peak_rate:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] (n={row.n}){chance}"
         )
     print(f"report: {result.report}")
 

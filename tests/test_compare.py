@@ -55,8 +55,16 @@ def test_compare_two_checkpoints_writes_one_report_with_both(two_checkpoints, tm
     assert (peaks["knowledge_n"] == 4).all()
     expected = result.knowledge.groupby("model")["score_mean"].mean()
     np.testing.assert_allclose(peaks["knowledge_accuracy"], expected[peaks.index])
-    assert {"shuffled_rate", "prior_rate", "cluster_low", "cluster_high"} <= set(result.summary.columns)
+    assert {"shuffled_rate", "swapped_rate", "heard", "cluster_low", "cluster_high"} <= set(
+        result.summary.columns
+    )
+    assert "prior_rate" not in result.summary.columns  # max-pooled: no single-guess prior beside it
     report = result.report.read_text()
+    assert (
+        "prior_rate" not in report and "frequency prior" not in (tmp_path / "cmp" / "rates.html").read_text()
+    )
+    for name in ("deep", "shallow"):  # one headline per model, at the top
+        assert f"- **{name}**: heard above context: " in report.split("## Protocol")[0]
     assert "deep" in report and "shallow" in report
     assert "pooling `max`" in report and "top-5" in report
     assert "not defined (n = 2 model(s)" in report

@@ -1,4 +1,5 @@
-"""Reports state their protocol, draw the chance band and label heatmap positions with input tokens."""
+"""Reports state their protocol and heard headline, draw the chance lines and label heatmap positions with
+input tokens."""
 
 from __future__ import annotations
 
@@ -30,14 +31,24 @@ def test_report_states_protocol_and_draws_chance(spiritlm_model, tmp_path):
         "with and without the leading space",
         "the 1 most frequent word types excluded",
         "cluster bootstrap by word",
-        "shuffled targets",
-        "| layer | rate | shuffled_rate | prior_rate |",
+        "- chance level: the shuffled-target control (`shuffled_rate`): the same `any` read-out",
+        "in the top-k at ANY position of the span",
+        "- frequency prior: not shown: this read-out pools several positions",
+        "- context control: swapped audio",
+        "| layer | rate | shuffled_rate | shuffled_sd | swapped_rate | heard | heard_low | heard_high |",
     ):
         assert expected in report, expected
-    assert {"shuffled_rate", "prior_rate", "cluster_low"} <= set(result.summary.columns)
-    assert {"shuffled_rate", "prior_rate"} <= set(result.peaks.columns)
+    assert report.splitlines()[2].startswith("**heard above context: ")  # the headline comes first
+    assert result.headline in report
+    # a pooled read-out (several tries per word) is never shown beside a single-guess prior
+    assert "prior_rate" not in report
+    assert {"shuffled_rate", "swapped_rate", "heard", "cluster_low"} <= set(result.summary.columns)
+    assert "prior_rate" not in result.summary.columns and "prior_rate" not in result.peaks.columns
+    assert not result.summary.loc[result.summary.modality == "speech", "shuffled_rate"].isna().any()
     speech_chart = (tmp_path / "rates_speech.html").read_text()
-    assert "shuffled_rate" in speech_chart and "prior_rate" in speech_chart
+    assert "shuffled_rate" in speech_chart and "swapped_rate" in speech_chart
+    assert "prior_rate" not in speech_chart
+    assert (tmp_path / "swapped_transcription.parquet").is_file()
     heat = pd.read_csv(tmp_path / "heatmap.csv.gz")
     _, spans = data[0]
     first_unit = int(spans.loc[spans.word == "red", "start"].iloc[0])

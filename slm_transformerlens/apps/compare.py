@@ -21,8 +21,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from slm_transformerlens.apps.report import report_headline, swapped_control
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.lens import peak_layers
+from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
 
 __all__ = [
@@ -50,6 +52,7 @@ class Comparison:
             ``peak_depth``, ``peak_rate``, intervals, controls, ``knowledge_accuracy``, ``knowledge_n``.
         knowledge: every model's :func:`knowledge_table` rows with ``model`` (empty without items).
         correlation: ``{"n", "pearson", "spearman"}`` between peak transcription rate and knowledge accuracy.
+        headlines: per model, where heard above context peaks (or why it was not measured).
     """
 
     out_dir: Path
@@ -59,6 +62,7 @@ class Comparison:
     correlation: dict[str, float]
     protocol: LensProtocol
     files: dict[str, Path] = field(default_factory=dict)
+    headlines: dict[str, str] = field(default_factory=dict)
     knowledge_mode: str = "speech"
 
     @property
@@ -156,14 +160,20 @@ def compare_models(
 
     ks = sorted({*protocol.ks, protocol.k})
     protocol = replace(protocol, ks=tuple(ks))
-    summaries, knowledge_frames, depths = [], [], {}
+    summaries, knowledge_frames, depths, headlines = [], [], {}, {}
     for name, path in tqdm(list(zip(names, checkpoints, strict=True)), desc="compare", disable=not progress):
         model = loader(path)
         utterances = data(model) if callable(data) else data
         table = protocol.transcription_table(model, utterances, views=(protocol.view,), progress=progress)
         if table.empty:
             raise CompareError(f"{name}: no word of the requested modalities in the data")
-        summary = protocol.summarize(table)
+        swapped, note = swapped_control(
+            model, utterances, protocol, table, views=(protocol.view,), progress=progress
+        )
+        summary = protocol.summarize(table, swapped=swapped)
+        if protocol.positions in POOLED_READOUTS:  # no single-guess prior beside a pooled read-out
+            summary = summary.drop(columns=["prior_rate"], errors="ignore")
+        headlines[name] = report_headline(summary, protocol, note)
         n_layers = int(model.cfg.n_layers)
         depths[name] = n_layers
         summary.insert(0, "model", name)
@@ -182,7 +192,7 @@ def compare_models(
             )
             frame.insert(0, "model", name)
             knowledge_frames.append(frame)
-        del model, utterances, table
+        del model, utterances, table, swapped
         _free_memory()
     summary = pd.concat(summaries, ignore_index=True)
     knowledge = pd.concat(knowledge_frames, ignore_index=True) if knowledge_frames else pd.DataFrame()
@@ -206,7 +216,7 @@ def compare_models(
             files["rates_png"] = save_chart(chart, out / "rates.png")
     files["report"] = out / "report.md"
     result = Comparison(
-        out, summary, peaks, knowledge, correlation, protocol, files, knowledge_mode=knowledge_mode
+        out, summary, peaks, knowledge, correlation, protocol, files, headlines, knowledge_mode=knowledge_mode
     )
     files["report"].write_text(_report_text(result, x=x), encoding="utf-8")
     return result
@@ -249,7 +259,7 @@ def comparison_chart(summary: pd.DataFrame, *, k: int = 10, view: str = "text", 
     low, high = ("cluster_low", "cluster_high") if "cluster_low" in df.columns else ("ci_low", "ci_high")
     df["low"], df["high"] = df[low], df[high]
     keep = ["model", "layer", "depth", "rate", "low", "high", "n"]
-    keep += [c for c in ("shuffled_rate", "prior_rate") if c in df.columns]
+    keep += [c for c in ("shuffled_rate", "prior_rate") if c in df.columns and df[c].notna().any()]
     df = df[keep]
     title_x = "layer / number of layers" if x == "depth" else "layer"
     base = alt.Chart(df).encode(x=alt.X(f"{x}:Q", title=title_x), color=alt.Color("model:N", title="model"))
@@ -275,7 +285,8 @@ def comparison_chart(summary: pd.DataFrame, *, k: int = 10, view: str = "text", 
     return alt.layer(*layers).properties(
         width=460,
         height=280,
-        title=f"transcription top-{k} rate ({view} view); dashed: shuffled targets, grey: frequency prior",
+        title=f"transcription top-{k} rate ({view} view); dashed: shuffled targets (chance)"
+        + (", grey: frequency prior" if "prior_rate" in df.columns else ""),
     )
 
 
@@ -292,6 +303,8 @@ def _report_text(result: Comparison, *, x: str) -> str:
         )
     lines = [
         f"# Model comparison: implicit transcription and {result.knowledge_label.replace('-', ' ')}",
+        "",
+        *(f"- **{name}**: {line}" for name, line in result.headlines.items()),
         "",
         *result.protocol.markdown(),
         f"Curves are drawn against {'the fraction of depth, (layer + 1) / layers, as depths differ' if x == 'depth' else 'the layer index'}.",

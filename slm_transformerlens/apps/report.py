@@ -24,19 +24,32 @@ from slm_transformerlens.lens import (
     peak_layers,
 )
 from slm_transformerlens.lens.base import Lens, LensError
+from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
 from slm_transformerlens.lens.readout import TokenNamer
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import as_encoded_batch
 
-__all__ = ["ReportFiles", "markdown_table", "prepare_output_folder", "write_lens_report"]
+__all__ = [
+    "ReportFiles",
+    "markdown_table",
+    "prepare_output_folder",
+    "report_headline",
+    "swapped_control",
+    "write_lens_report",
+]
 
 #: Columns of the summary rows shown in the report's per-layer table.
 _RATE_COLUMNS = (
     "layer",
     "rate",
     "shuffled_rate",
+    "shuffled_sd",
     "prior_rate",
+    "swapped_rate",
+    "heard",
+    "heard_low",
+    "heard_high",
     "ci_low",
     "ci_high",
     "cluster_low",
@@ -54,6 +67,8 @@ class ReportFiles:
     summary: pd.DataFrame
     peaks: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
+    swapped: pd.DataFrame | None = None
+    headline: str = ""
 
     @property
     def report(self) -> Path:
@@ -111,7 +126,9 @@ def _charts(
             k=k,
             view="text",
             title=f"{modality} words: current-word and next-word top-{k} rate (text view); "
-            "dashed: shuffled targets, grey: frequency prior",
+            "dashed: shuffled targets (chance)"
+            + (", dotted: swapped audio (context)" if "swapped_rate" in rows else "")
+            + (", grey: frequency prior" if "prior_rate" in rows else ""),
         )
     charts["modality_mass"] = modality_mass_chart(table, title="probability mass per vocabulary group")
     files = {}
@@ -120,6 +137,44 @@ def _charts(
         if png:
             files[f"{name}_png"] = save_chart(chart, out_dir / f"{name}.png")
     return files
+
+
+def swapped_control(
+    model: SpeechLM,
+    utterances: Sequence[Any],
+    protocol: LensProtocol,
+    table: pd.DataFrame,
+    **table_kwargs: Any,
+) -> tuple[pd.DataFrame | None, str | None]:
+    """The swapped-audio table of ``utterances`` (the data of ``table``), or ``None`` and why it was not run.
+
+    It runs when the protocol asks for it and the data has at most ``protocol.max_swap_words`` spoken words
+    (:meth:`~slm_transformerlens.lens.LensProtocol.swap_limit_reason`); a dataset with a spoken word that
+    has no donor gets ``None`` and that reason, said in the report. ``table_kwargs``: as for the table
+    (``lens``, ``layers``, ``views``, ``batch_tokens``, ``progress``...).
+    """
+    reason = protocol.swap_limit_reason(table)
+    if reason is not None:
+        return None, reason
+    try:
+        return protocol.swapped_table(model, utterances, **table_kwargs), None
+    except LensError as error:
+        if "no donor" not in str(error):
+            raise
+        return None, " ".join(str(error).split())
+
+
+def report_headline(summary: pd.DataFrame, protocol: LensProtocol, note: str | None) -> str:
+    """A report's first line: where heard above context peaks (:func:`~slm_transformerlens.lens.heard_headline`),
+    or why it was not measured (``note``: why there is no swapped-audio control)."""
+    from slm_transformerlens.lens.heard import heard_headline
+
+    if "heard" not in summary.columns:
+        return (
+            f"heard above context: not measured (swapped-audio control {note or 'not run'}); the shuffled "
+            "control is a chance level, not a context control, so these rates mix hearing with guessing"
+        )
+    return heard_headline(summary, k=protocol.k, view=protocol.view)
 
 
 def prepare_output_folder(out_dir: str | Path) -> Path:
@@ -160,6 +215,8 @@ def write_lens_report(
     protocol: LensProtocol | None = None,
     table: pd.DataFrame | None = None,
     n_utterances: int | None = None,
+    swapped: pd.DataFrame | None = None,
+    swapped_note: str | None = None,
 ) -> ReportFiles:
     """Transcription and next-word analysis of ``utterances``, written to ``out_dir``.
 
@@ -183,10 +240,14 @@ def write_lens_report(
             :func:`~slm_transformerlens.apps.run.run_analysis`); then ``utterances`` only needs to hold the
             heatmap's utterance.
         n_utterances: the number of utterances the report states (default ``len(utterances)``).
+        swapped: the swapped-audio table of the same data (:func:`swapped_control`); computed here when
+            ``table`` is not given and the protocol asks for it (``protocol.swapped_audio``).
+        swapped_note: why there is no swapped table (stated in the headline).
 
     Returns:
-        The tables and the paths written: ``transcription`` (parquet or csv.gz), ``summary.csv``,
-        ``peaks.csv``, ``heatmap.csv.gz`` and charts, ``report.md``.
+        The tables and the paths written: ``transcription`` (parquet or csv.gz), ``swapped_transcription``
+        (with the swapped-audio control), ``summary.csv``, ``peaks.csv``, ``heatmap.csv.gz`` and charts,
+        ``report.md``; ``headline``: the report's first line (where heard above context peaks).
     """
     if not 0 <= heatmap_utterance < len(utterances):
         raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
@@ -199,15 +260,23 @@ def write_lens_report(
     protocol = replace(protocol, ks=tuple(ks), lens=type(lens).__name__)
     if table is None:
         table = protocol.transcription_table(model, utterances, lens=lens, layers=layers, progress=progress)
+        if swapped is None and not table.empty:
+            kwargs = {"lens": lens, "layers": layers, "progress": progress}
+            swapped, swapped_note = swapped_control(model, utterances, protocol, table, **kwargs)
     if table.empty:
         raise LensError("no word of the requested modalities was found in the utterances: nothing to analyse")
-    summary = protocol.summarize(table, by=("site", "view", "modality"))
+    summary = protocol.summarize(table, by=("site", "view", "modality"), swapped=swapped)
+    if protocol.positions in POOLED_READOUTS:  # a single-guess prior is no chance level for a pooled read-out
+        summary = summary.drop(columns=["prior_rate"], errors="ignore")
+    headline = report_headline(summary, protocol, swapped_note)
     peaks = peak_layers(summary, by=("site", "view", "modality"))
     heat = lens_table(
         model, utterances[heatmap_utterance], lens=lens, layers=layers, positions="all", top_k=3
     )
     heat["input_token"] = _input_tokens(model, utterances[heatmap_utterance], heat)
     files: dict[str, Path] = {"transcription": _save_table(table, out / "transcription")}
+    if swapped is not None:
+        files["swapped_transcription"] = _save_table(swapped, out / "swapped_transcription")
     summary.to_csv(out / "summary.csv", index=False)
     peaks.to_csv(out / "peaks.csv", index=False)
     files["summary"], files["peaks"] = out / "summary.csv", out / "peaks.csv"
@@ -232,10 +301,11 @@ def write_lens_report(
             k=k,
             protocol=protocol,
             n_utterances=len(utterances) if n_utterances is None else n_utterances,
+            headline=headline,
         ),
         encoding="utf-8",
     )
-    return ReportFiles(out, table, summary, peaks, files)
+    return ReportFiles(out, table, summary, peaks, files, swapped=swapped, headline=headline)
 
 
 def _input_tokens(model: SpeechLM, utterance: Any, heat: pd.DataFrame) -> list[str]:
@@ -259,11 +329,12 @@ def _report_text(
     k: int,
     protocol: LensProtocol,
     n_utterances: int,
+    headline: str,
 ) -> str:
     cfg = model.cfg
     vocab = model.speech_vocab
     words = table.drop_duplicates(["utterance", "word_index"])
-    lines = [f"# {title}", ""]
+    lines = [f"# {title}", "", f"**{headline}**", ""]
     lines += [*(f"{note}\n" for note in notes)]
     lines += [
         "## Model",
@@ -281,8 +352,16 @@ def _report_text(
         "## Where each rate peaks",
         "",
         "Transcription = the current word's target is in the top-k; next word = the following word's target "
-        "is. `shuffled_rate` and `prior_rate` are the chance levels beside each rate (see Protocol); "
-        "`ci_*` are Wilson intervals (rows as independent), `cluster_*` the cluster-bootstrap intervals.",
+        "is. `shuffled_rate` (spread `shuffled_sd` over the permutations) is the chance level of this read-out; "
+        "`swapped_rate` is what context alone gives (the word's audio swapped for another word's) and `heard` = "
+        "rate - swapped_rate with its paired utterance-bootstrap interval `heard_low`..`heard_high`"
+        + (
+            "; `prior_rate` is a single-guess frequency prior, a reference only"
+            if "prior_rate" in summary
+            else ""
+        )
+        + " (see Protocol). `ci_*` are Wilson intervals (rows as independent), `cluster_*` the cluster-bootstrap "
+        "intervals.",
         "",
         markdown_table(peaks[(peaks["k"] == k) & (peaks["view"] == "text")].drop(columns=["site"])),
         "",
@@ -296,7 +375,7 @@ def _report_text(
                 & (summary["view"] == "text")
             ]
             lines += [f"### {modality} words: {metric} top-{k} rate per layer (text view)", ""]
-            lines += [markdown_table(rows[list(_RATE_COLUMNS)]), ""]
+            lines += [markdown_table(rows[[c for c in _RATE_COLUMNS if c in rows.columns]]), ""]
     lines += ["## Files", ""]
     out_dir = files["report"].parent
     lines += [f"- `{path.relative_to(out_dir)}` ({name})" for name, path in files.items() if name != "report"]

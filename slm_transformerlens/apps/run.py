@@ -30,7 +30,12 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from slm_transformerlens.apps.report import ReportFiles, prepare_output_folder, write_lens_report
+from slm_transformerlens.apps.report import (
+    ReportFiles,
+    prepare_output_folder,
+    swapped_control,
+    write_lens_report,
+)
 from slm_transformerlens.errors import OutputError, SLMError
 from slm_transformerlens.lens.base import Lens
 from slm_transformerlens.lens.protocol import LensProtocol
@@ -660,6 +665,35 @@ def _init_distributed(launch: Launch, device: str | None, split: bool = False) -
     return device
 
 
+def _swapped_audio(
+    model: Any,
+    items: Sequence[RunItem],
+    table: pd.DataFrame,
+    read_item: Callable[[Any, Path], Any],
+    protocol: LensProtocol,
+    make_lens: Callable[[Any], Lens | None],
+    batch_tokens: int,
+) -> tuple[pd.DataFrame | None, str | None]:
+    """The swapped-audio table of the analysed items (rank 0, after the merge), numbered like ``table``.
+
+    The donors are drawn from every analysed item, so this second forward pass runs once over the whole
+    data (not per part, not resumed); :attr:`LensProtocol.max_swap_words` bounds it.
+    """
+    reason = protocol.swap_limit_reason(table)
+    if reason is not None:
+        return None, reason
+    analysed = sorted(int(u) for u in table["utterance"].unique())
+    utterances = [read_item(model, items[u].path) for u in analysed]
+    swapped, note = swapped_control(
+        model, utterances, protocol, table, lens=make_lens(model), batch_tokens=batch_tokens, progress=False
+    )
+    if swapped is not None and not swapped.empty:
+        index = [analysed[int(u)] for u in swapped["utterance"]]
+        swapped["utterance"] = index
+        swapped.insert(1, "item", pd.array([items[u].id for u in index], dtype="string"))
+    return swapped, note
+
+
 def run_analysis(
     items: Sequence[RunItem],
     out_dir: str | Path,
@@ -692,7 +726,9 @@ def run_analysis(
         read_item: ``(model, path) -> utterance``; its package errors mark the item bad.
         settings: what the results depend on (checkpoint fingerprint, data options...), stored in the
             manifest and compared on ``resume`` (by rank 0 only); the protocol is added to it.
-        protocol: the analysis settings (:class:`~slm_transformerlens.lens.LensProtocol`).
+        protocol: the analysis settings (:class:`~slm_transformerlens.lens.LensProtocol`); with
+            ``swapped_audio`` rank 0 runs the swapped-audio control over the analysed items after the
+            merge (a second forward pass; not resumed; skipped above ``max_swap_words`` spoken words).
         make_lens: ``model -> lens`` (``None``: the logit lens).
         device: the model's device (under ``torchrun`` with CUDA: ``cuda:LOCAL_RANK``).
         split: ``load_model`` splits the model over this machine's devices (a ``device_map``): no device is
@@ -789,6 +825,7 @@ def run_analysis(
             "no word of the requested modalities was found in the items that could be read"
             + (f"; {len(failed)} failed (see {out / 'failed_items.csv'})" if failed else "")
         )
+    swapped, swapped_note = _swapped_audio(model, items, table, read_item, protocol, make_lens, batch_tokens)
     first = int(table["utterance"].min())
     before = _files(out)
     result: ReportFiles | None = None
@@ -806,6 +843,8 @@ def run_analysis(
             table=table,
             n_utterances=int(table["utterance"].nunique()),
             notes=[f"{len(failed)} item(s) could not be analysed: see `failed_items.csv`."] if failed else (),
+            swapped=swapped,
+            swapped_note=swapped_note,
         )
         failed_path = out / "failed_items.csv"
         pd.DataFrame(failed, columns=["id", "error"]).to_csv(failed_path, index=False)

@@ -152,8 +152,9 @@ def transcription_rate_chart(
     """Per-layer transcription rate and next-word rate with their interval bands and chance levels.
 
     The band is the cluster-bootstrap interval when the summary has one, else Wilson's. With the chance
-    controls, dashed lines are each metric's shuffled-target rate and the grey band reaches the frequency
-    prior.
+    controls, dashed lines are each metric's shuffled-target rate (the chance level), dotted lines the
+    swapped-audio rate (what context alone gives) and the grey band reaches the frequency prior (drawn only
+    when the summary has one: single read-outs).
 
     Args:
         summary: :func:`~slm_transformerlens.lens.summarize_transcription` output.
@@ -165,7 +166,9 @@ def transcription_rate_chart(
     if df.empty:
         raise ValueError(f"no summary rows for k={k}")
     low, high = ("cluster_low", "cluster_high") if "cluster_low" in df.columns else ("ci_low", "ci_high")
-    controls = [c for c in ("shuffled_rate", "prior_rate") if c in df.columns]
+    controls = [
+        c for c in ("shuffled_rate", "prior_rate", "swapped_rate") if c in df.columns and df[c].notna().any()
+    ]
     df = df[["layer", "metric", "rate", "n", *dict.fromkeys(["ci_low", "ci_high", low, high]), *controls]]
     scale = alt.Scale(domain=[0, 1])
     base = alt.Chart(df).encode(
@@ -189,6 +192,8 @@ def transcription_rate_chart(
     layers += [band, line]
     if "shuffled_rate" in controls:
         layers.append(base.mark_line(strokeDash=[4, 3]).encode(y=alt.Y("shuffled_rate:Q", scale=scale)))
+    if "swapped_rate" in controls:  # what context alone gives (the audio swapped)
+        layers.append(base.mark_line(strokeDash=[1, 2]).encode(y=alt.Y("swapped_rate:Q", scale=scale)))
     return alt.layer(*layers).properties(
         width=420, height=260, title=title or f"transcription and next-word top-{k} rate per layer"
     )
