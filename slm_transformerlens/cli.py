@@ -190,7 +190,10 @@ def _check_batching(args: argparse.Namespace) -> None:
     """--batch-size / --batch-tokens below 1 fail before the model loads."""
     from slm_transformerlens.knowledge.scoring import KnowledgeError
 
-    for option, value in (("--batch-size", args.batch_size), ("--batch-tokens", args.batch_tokens)):
+    for option, value in (
+        ("--batch-size", args.batch_size),
+        ("--batch-tokens", getattr(args, "batch_tokens", None)),
+    ):
         if value is not None and value < 1:
             raise KnowledgeError(f"{option} {value}: a forward pass needs at least 1 (e.g. {option} 8)")
 

@@ -485,16 +485,3 @@ def cluster_intervals(
         records, columns=[*by, "layer", "metric", "k", "cluster_low", "cluster_high"]
     )
 
-
-def __getattr__(name: str) -> object:
-    """The swapped-audio and heard controls live in their own modules (they need a second forward pass /
-    two tables); they are reachable from here too, imported on first use (no import circle)."""
-    if name in ("swap_audio", "swapped_audio_table", "SwappedDataset"):
-        from slm_transformerlens.lens import swap
-
-        return getattr(swap, name)
-    if name in ("heard_rates", "heard_peak", "heard_headline"):
-        from slm_transformerlens.lens import heard
-
-        return getattr(heard, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
