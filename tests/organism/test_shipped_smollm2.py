@@ -52,9 +52,9 @@ def test_materialised_checkpoint_has_hf_parity(organism) -> None:
 
     model, path = organism
     config = json.loads((Path(path) / "config.json").read_text())
-    hf = LlamaForCausalLM(
-        LlamaConfig(**{k: v for k, v in config["base_config"].items() if k != "model_type"})
-    )
+    hf_config = LlamaConfig(**{k: v for k, v in config["base_config"].items() if k != "model_type"})
+    hf_config._attn_implementation = "eager"  # as the bridge computes attention (CPU sdpa differs by ~4e-4)
+    hf = LlamaForCausalLM(hf_config)
     state = {}
     for shard in sorted(Path(path).glob("model-*.safetensors")):
         state.update({k.removeprefix("lm."): v.float() for k, v in load_file(shard).items()})
@@ -63,10 +63,13 @@ def test_materialised_checkpoint_has_hf_parity(organism) -> None:
     encoded = model.encode([[u] for u in heldout_utterances(limit=2)])
     tokens = encoded.tokens[:1]
     with torch.no_grad():
-        expected = torch.log_softmax(hf.eval()(tokens).logits.float(), -1)
+        # transformers 5.25 on the CPU: the first forward of a freshly built model differed from every later
+        # one by up to 0.066 in log-probs (measured here, not always); the reference is the settled output
+        hf.eval()(tokens)
+        expected = torch.log_softmax(hf(tokens).logits.float(), -1)
         logits, cache = model.run_with_cache(tokens)
     got = torch.log_softmax(logits.float(), -1)
-    assert torch.allclose(expected, got, atol=1e-4), float((expected - got).abs().max())
+    assert torch.allclose(expected, got, atol=1e-5), float((expected - got).abs().max())
     last = model.cfg.n_layers - 1
     lens_logits = LogitLens(model).logits(cache[f"blocks.{last}.hook_resid_post"], last)
     torch.testing.assert_close(lens_logits.log_softmax(-1), got, atol=1e-5, rtol=0)
