@@ -18,7 +18,12 @@ def add_organism_parser(commands: Any) -> None:
     build.add_argument(
         "--data", default="out/organism/data", help="data directory (default out/organism/data)"
     )
-    build.add_argument("--recipe", default="full", choices=["full", "toy"], help="recipe size (default full)")
+    build.add_argument(
+        "--recipe",
+        default="full",
+        choices=["full", "toy", "hear", "hear-toy"],
+        help="full (the shipped grammar organism, default), hear (issue 21: passages that need hearing), toy sizes",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     train = stages.add_parser("train", help="phase 1 text LM + phase 2 SIMS mixture, per variant")
     train.add_argument("--data", default="out/organism/data")

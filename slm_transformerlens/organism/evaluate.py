@@ -43,8 +43,16 @@ import torch
 from slm_transformerlens.lens.controls import cluster_bootstrap, frequency_prior_hits
 from slm_transformerlens.organism.build import load_renderings
 from slm_transformerlens.organism.corpus import is_content_word
+from slm_transformerlens.organism.heard import HEARD_READOUTS, acceptance, heard_curves
 
-__all__ = ["evaluate_all", "evaluate_checkpoint", "peak_difference", "shuffled_words"]
+__all__ = [
+    "evaluate_all",
+    "evaluate_checkpoint",
+    "evaluate_heard",
+    "heard_acceptance",
+    "peak_difference",
+    "shuffled_words",
+]
 
 K = 10
 
@@ -337,10 +345,60 @@ def evaluate_checkpoint(
     }
 
 
-def evaluate_all(
-    models_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, threads: int | None = 1
+def evaluate_heard(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    *,
+    splits: tuple[str, ...] = ("heldout", "new"),
+    readouts: tuple[str, ...] = HEARD_READOUTS,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``.
+    """Heard above context (:func:`~slm_transformerlens.organism.heard.heard_curves`) of one checkpoint on
+    each test split present in ``data_dir`` (``heldout``: held-out sentences, held-out voice; ``new``: new
+    passages in a second unseen voice, ``hear`` recipe only). Columns ``split, readout, layer, n, rate,
+    swapped_rate, heard, heard_low, heard_high``."""
+    import slm_transformerlens as slt
+
+    checkpoint, data_dir = Path(checkpoint), Path(data_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    kind = config.get("organism", {}).get("unit_kind", "kmeans")
+    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    renderings = load_renderings(data_dir, kind)
+    frames = []
+    for split in splits:
+        dataset = [_speech(r) for r in renderings if r["split"] == split and r["words"]]
+        if dataset:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                curves = heard_curves(model, dataset, readouts=readouts, seed=seed)
+            frames.append(curves.assign(split=split))
+    return pd.concat(frames, ignore_index=True)
+
+
+def heard_acceptance(heard: pd.DataFrame, *, main: str, baselines: tuple[str, ...]) -> dict[str, Any]:
+    """Issue 21's acceptance per test split (``heard`` with a ``model`` column): at some layer strictly
+    between the first and the last, ``main``'s heard 95% lower bound (read-out ``any``) is above 0 and
+    above every baseline's best heard."""
+    out = {}
+    for split, part in heard.groupby("split"):
+        present = [b for b in baselines if b in set(part["model"])]
+        out[str(split)] = acceptance(
+            part[part["model"] == main], {b: part[part["model"] == b] for b in present}
+        ) | {"main": main}
+    return out
+
+
+def evaluate_all(
+    models_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    threads: int | None = 1,
+    heard: bool = True,
+) -> pd.DataFrame:
+    """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``, and
+    with ``heard`` (default) ``heard.csv`` (every read-out, every test split) and ``heard_acceptance.json``
+    (issue 21's criterion for each ``main_{units}`` against its ``random_init`` / ``untrained_units``).
 
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
     threads are much slower).
@@ -349,7 +407,7 @@ def evaluate_all(
         torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames, knowledge, hits = [], {}, {}
+    frames, knowledge, hits, heard_frames = [], {}, {}, []
     for checkpoint in sorted(p.parent for p in Path(models_dir).glob("*/config.json")):
         result = evaluate_checkpoint(checkpoint, data_dir)
         frame = pd.DataFrame(result["curves"]).assign(model=checkpoint.name)
@@ -361,6 +419,8 @@ def evaluate_all(
             "n_layers": result["n_layers"],
         }
         hits[checkpoint.name] = result["hits"]["transcription_span"]
+        if heard:
+            heard_frames.append(evaluate_heard(checkpoint, data_dir).assign(model=checkpoint.name))
         print(f"evaluated {checkpoint.name}", flush=True)
     curves = pd.concat(frames, ignore_index=True)
     curves.to_csv(out / "curves.csv", index=False)
@@ -374,4 +434,15 @@ def evaluate_all(
             )
     (out / "knowledge.json").write_text(json.dumps(knowledge, indent=2))
     (out / "differences.json").write_text(json.dumps(differences, indent=2))
+    if heard_frames:
+        table = pd.concat(heard_frames, ignore_index=True)
+        table.to_csv(out / "heard.csv", index=False)
+        verdicts = {
+            main: heard_acceptance(
+                table, main=main, baselines=(f"random_init_{kind}", f"untrained_units_{kind}")
+            )
+            for kind in sorted({info["unit_kind"] for info in knowledge.values()})
+            if (main := f"main_{kind}") in knowledge
+        }
+        (out / "heard_acceptance.json").write_text(json.dumps(verdicts, indent=2))
     return curves
