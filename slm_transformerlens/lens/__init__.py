@@ -20,14 +20,17 @@ from slm_transformerlens.lens.base import (
 from slm_transformerlens.lens.batching import length_batches, pad_batches
 from slm_transformerlens.lens.controls import (
     DEFAULT_STOP_WORDS,
+    POOLED_READOUTS,
     WordFilter,
     chance_controls,
     cluster_bootstrap,
     cluster_intervals,
     frequency_prior_hits,
+    shuffled_control,
     shuffled_partners,
     shuffled_target_hits,
 )
+from slm_transformerlens.lens.heard import heard_headline, heard_peak, heard_rates
 from slm_transformerlens.lens.logit_lens import LogitLens
 from slm_transformerlens.lens.metrics import (
     peak_layers,
@@ -52,6 +55,7 @@ from slm_transformerlens.lens.readout import (
     target_tensor,
     vocab_views,
 )
+from slm_transformerlens.lens.swap import SwappedDataset, swap_audio, swapped_audio_table
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver, WordTargets
 from slm_transformerlens.lens.training import evaluate_lenses, frozen, train_tuned_lens
 from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unembedding_hash
@@ -59,6 +63,7 @@ from slm_transformerlens.lens.tuned_lens import TunedLens, TunedLensConfig, unem
 __all__ = [
     "DEFAULT_STOP_WORDS",
     "POOLED_MODES",
+    "POOLED_READOUTS",
     "POSITION_FORMULAS",
     "POSITION_MODES",
     "SITES",
@@ -69,6 +74,7 @@ __all__ = [
     "LogitLens",
     "ReadoutPlan",
     "Site",
+    "SwappedDataset",
     "TargetConfig",
     "TokenNamer",
     "TunedLens",
@@ -84,6 +90,9 @@ __all__ = [
     "evaluate_lenses",
     "frequency_prior_hits",
     "frozen",
+    "heard_headline",
+    "heard_peak",
+    "heard_rates",
     "hook_name",
     "length_batches",
     "lens_table",
@@ -95,10 +104,13 @@ __all__ = [
     "read_vectors",
     "readout_frame",
     "resolve_layers",
+    "shuffled_control",
     "shuffled_partners",
     "shuffled_target_hits",
     "stream_index",
     "summarize_transcription",
+    "swap_audio",
+    "swapped_audio_table",
     "target_tensor",
     "train_tuned_lens",
     "transcription_table",

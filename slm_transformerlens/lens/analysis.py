@@ -90,6 +90,8 @@ def readout_frame(
         names = [namer.many(row) for row in columns["top_ids"]]
         columns["top_tokens"] = names
         columns["top_token"] = pd.array([row[0] if row else None for row in names], dtype="string")
+    if blocks[0][2].span_top_ids is not None:  # "any": every position's top-k ids, per row
+        columns["span_top_ids"] = [ids.tolist() for _, _, r in blocks for ids in r.span_top_ids or []]
     masses = torch.cat([r.masses.reshape(n, -1) for _, _, r in blocks]).numpy().astype(np.float64)
     for g, name in enumerate(group_names):
         columns[f"mass_{name}"] = masses[:, g] if len(masses) else np.zeros(0)
@@ -202,7 +204,8 @@ def lens_table(
     Returns:
         One row per (read-out row, layer, site, view): ``batch, position, word_index, word, modality,
         n_members, layer, site, view, entropy, top_ids, top_probs, [top_tokens, top_token],
-        mass_{group}..., [rank_{t}, prob_{t}]...``. Masses and probabilities are those of the view's own
+        [span_top_ids], mass_{group}..., [rank_{t}, prob_{t}]...`` (``span_top_ids`` for ``positions="any"``:
+        per row, the top-k ids at each position of the span). Masses and probabilities are those of the view's own
         softmax (in the ``text`` view ``mass_text`` is 1).
     """
     lens = lens if lens is not None else LogitLens(model)

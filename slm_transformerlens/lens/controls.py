@@ -3,22 +3,30 @@
 A transcription rate cannot be read without its chance level. This module computes, from the table
 alone (no second forward pass):
 
-- the **shuffled-target control**: every word is paired (fixed seed) with ANOTHER word of the same
-  dataset, of a different word type where one exists, and scored against that partner's target set
-  with the same read-out: ``hit_k = (partner targets) ∩ top_ids[:k] ≠ ∅``. It needs the table's
-  ``top_ids`` to hold at least ``k`` ids (``transcription_table(top_k >= k)``, the default);
-- the **frequency prior**: the rate that a FIXED ranking of the dataset's own target tokens by how
-  many words have them would get: ``hit_k = (word targets) ∩ (k most frequent target ids) ≠ ∅``
-  (in-sample, so an upper bound for any frequency-only strategy);
+- the **shuffled-target control** (:func:`shuffled_control`), the chance level of every read-out: every
+  word is paired (seeded permutation) with ANOTHER word of the same dataset, of a different word type
+  where one exists, and scored against that partner's target set with the same read-out (same positions,
+  k, view and pooling): ``hit_k = (partner targets) ∩ top_ids[:k] ≠ ∅``; for ``positions="any"`` a hit
+  when the partner's set meets the top-k at ANY position of the span (the table's ``span_top_ids``).
+  The mean over ``n_permutations`` seeded permutations (seeds ``seed, seed + 1, ...``) and its spread.
+  It needs the stored top-k to hold at least ``k`` ids (``transcription_table(top_k >= k)``, the default);
+- the **frequency prior**: the rate that ONE FIXED guess list, the dataset's own target tokens ranked by
+  how many words have them, would get: ``hit_k = (word targets) ∩ (k most frequent target ids) ≠ ∅``
+  (in-sample, so an upper bound for any frequency-only strategy). It is a single guess per word, so it is
+  reported only for single-read-out rows (``last``, ``first``, ``mean``, ``every``); a pooled read-out
+  (``max``, ``any``) gets several tries per word and is compared with the shuffled control only;
 - a **content-word filter** (:class:`WordFilter`: a stop list and / or the most frequent word types);
 - **cluster bootstrap** intervals that resample whole utterances (or word types) instead of treating
   every row as independent.
 
-For the next-word metric the same is done with ``next_target_ids``.
+For the next-word metric the same is done with ``next_target_ids``. The context-only control that
+needs a second forward pass (swapped audio) is in :mod:`~slm_transformerlens.lens.swap`, and heard =
+rate - swapped-audio rate in :mod:`~slm_transformerlens.lens.heard`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +40,20 @@ from slm_transformerlens.lens.base import LensError
 __all__ = [
     "CLUSTER_UNITS",
     "DEFAULT_STOP_WORDS",
+    "POOLED_READOUTS",
     "WordFilter",
     "chance_controls",
     "cluster_bootstrap",
     "cluster_intervals",
     "frequency_prior_hits",
+    "shuffled_control",
     "shuffled_partners",
     "shuffled_target_hits",
     "word_type",
 ]
+
+#: Read-outs that pool several positions per word (several tries): no single-guess prior for them.
+POOLED_READOUTS: tuple[str, ...] = ("max", "any")
 
 #: What a cluster bootstrap can resample: whole utterances, or word types (all rows of one word).
 CLUSTER_UNITS: tuple[str, ...] = ("utterance", "word")
@@ -121,46 +134,167 @@ def shuffled_partners(words: Sequence[str], *, seed: int = 0) -> np.ndarray:
     return partners.astype(np.int64)
 
 
-def _hits_in_top(top_ids: pd.Series, target_sets: Sequence[list[int]], k: int) -> np.ndarray:
-    """1.0 where a target set meets ``top_ids[:k]``, 0.0 where not, NaN where fewer than ``k`` ids are stored."""
-    out = np.full(len(top_ids), np.nan)
-    for i, (top, targets) in enumerate(zip(top_ids, target_sets, strict=True)):
-        if targets and len(top) >= k:
-            out[i] = float(bool(set(targets) & {int(t) for t in top[:k]}))
+def _padded(lists: Sequence[list[int]], width: int | None = None) -> np.ndarray:
+    """Id lists as a ``[n, width]`` int64 array padded with -1."""
+    width = max([1, *(len(x) for x in lists)]) if width is None else width
+    out = np.full((len(lists), width), -1, dtype=np.int64)
+    for i, ids in enumerate(lists):
+        if len(ids):
+            out[i, : len(ids)] = ids[:width]
+    return out
+
+
+def _top_array(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's stored top-k ids as ``[rows, positions, K]`` (-1 pads), and which rows have them.
+
+    A row read with ``positions="any"`` contributes each span position's top-k (``span_top_ids``); it
+    has none (NaN) in a table made before that column existed. Other rows contribute their ``top_ids``.
+    """
+    any_rows = (
+        (table["positions"] == "any").to_numpy()
+        if "positions" in table.columns
+        else np.zeros(len(table), bool)
+    )
+    spans = table["span_top_ids"] if "span_top_ids" in table.columns else pd.Series([None] * len(table))
+    per_row: list[list[list[int]]] = []
+    usable = np.ones(len(table), dtype=bool)
+    for i, (top, span) in enumerate(zip(table["top_ids"], spans, strict=True)):
+        if any_rows[i]:
+            lists = [] if span is None or (isinstance(span, float) and np.isnan(span)) else list(span)
+            per_row.append([_id_list(p) for p in lists])
+            usable[i] = bool(lists)
+        else:
+            per_row.append([_id_list(top)])
+    n_pos = max([1, *(len(r) for r in per_row)])
+    width = max([0, *(len(p) for r in per_row for p in r)])
+    out = np.full((len(table), n_pos, max(width, 1)), -1, dtype=np.int64)
+    for i, lists in enumerate(per_row):
+        if lists:
+            out[i, : len(lists)] = _padded(lists, max(width, 1))
+    stored = np.asarray([min((len(p) for p in r), default=0) for r in per_row], dtype=np.int64)
+    return out, np.where(usable, stored, 0)
+
+
+def _first_hit(tops: np.ndarray, targets: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per row, the best 0-based place of a target id in the top-k of any position (``K``: nowhere)."""
+    rows, _, width = tops.shape
+    out = np.full(rows, width, dtype=np.int64)
+    for start in range(0, rows, chunk):
+        top, tgt = tops[start : start + chunk], targets[start : start + chunk]
+        found = ((top[..., None] == tgt[:, None, None, :]) & (tgt >= 0)[:, None, None, :]).any(-1)
+        place = np.where(found.any(-1), found.argmax(-1), width)  # [rows, positions]
+        out[start : start + chunk] = place.min(-1)
+    return out
+
+
+def _shuffled_hits(
+    table: pd.DataFrame, ks: Sequence[int], *, metric: str, seeds: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """Per ``k``: ``[len(seeds), rows]`` shuffled-target hits (1.0 / 0.0 / NaN), one row per permutation."""
+    ids_column, rank_column = _columns(table, metric)
+    key = _word_key(table)
+    words = table.drop_duplicates(key)[[*key, "word", ids_column]].reset_index(drop=True)
+    word_of_row = pd.MultiIndex.from_frame(words[key]).get_indexer(pd.MultiIndex.from_frame(table[key]))
+    word_targets = _padded([_id_list(ids) for ids in words[ids_column]])
+    tops, stored = _top_array(table)
+    valid = table[rank_column].notna().to_numpy() & (stored > 0)
+    out = {int(k): np.full((len(seeds), len(table)), np.nan) for k in ks}
+    for j, seed in enumerate(seeds):
+        partners = shuffled_partners(list(words["word"]), seed=int(seed))
+        targets = word_targets[partners[word_of_row]] if len(table) else word_targets[:0]
+        place = _first_hit(tops, targets)
+        scored = valid & (targets >= 0).any(-1)
+        for k in ks:
+            ok = scored & (stored >= int(k))
+            out[int(k)][j] = np.where(ok, (place < int(k)).astype(np.float64), np.nan)
     return out
 
 
 def shuffled_target_hits(
     table: pd.DataFrame, ks: Sequence[int], *, metric: str = "transcription", seed: int = 0
 ) -> dict[int, np.ndarray]:
-    """Shuffled-target hits per row of ``table`` and per ``k`` (NaN where the row has no target).
+    """Shuffled-target hits per row of ``table`` and per ``k`` for ONE permutation (seed ``seed``).
 
     Every word (``utterance, word_index``) gets one partner word (:func:`shuffled_partners`); each of the
     word's rows (every layer, site, view) is scored against the partner's ``target_ids``
-    (``next_target_ids`` for ``metric="next_word"``): a hit when one of them is in the row's top-k.
-
-    Rows read with ``positions="any"`` get NaN: their stored top-k is the span's LAST position, while
-    their rank is the best over every position, so a control from that top-k would sit below the true
-    chance level of an any-position hit (which needs each position's top-k). Use ``positions="max"``
-    (ranks and top-k both from the pooled logits) when the shuffled control matters.
+    (``next_target_ids`` for ``metric="next_word"``): a hit when one of them is in the row's top-k (for
+    ``positions="any"``: in the top-k at any position of the span, from ``span_top_ids``). NaN where the
+    row has no target in its view, the partner has none, fewer than ``k`` ids are stored, or an "any"
+    row has no ``span_top_ids`` (a table from an older version). :func:`shuffled_control` averages many.
     """
-    ids_column, rank_column = _columns(table, metric)
-    key = _word_key(table)
-    words = table.drop_duplicates(key)[[*key, "word", ids_column]].reset_index(drop=True)
-    partners = shuffled_partners(list(words["word"]), seed=seed)
-    partner_ids = {
-        tuple(int(v) for v in row[: len(key)]): _id_list(words.at[int(partners[i]), ids_column])
-        for i, row in enumerate(words[key].itertuples(index=False))
-    }
-    sets = [partner_ids[tuple(int(v) for v in row)] for row in table[key].itertuples(index=False)]
-    valid = table[rank_column].notna().to_numpy()
-    if "positions" in table.columns:
-        valid = valid & (table["positions"] != "any").to_numpy()
-    out = {}
-    for k in ks:
-        hits = _hits_in_top(table["top_ids"], sets, int(k))
-        out[int(k)] = np.where(valid, hits, np.nan)
-    return out
+    return {k: hits[0] for k, hits in _shuffled_hits(table, ks, metric=metric, seeds=[seed]).items()}
+
+
+def _group_codes(table: pd.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Group number of every row and one row of key values per group (sorted)."""
+    grouped = table.groupby(list(keys), dropna=False, sort=True)
+    codes = grouped.ngroup().to_numpy()
+    return codes, grouped.size().reset_index()[list(keys)]
+
+
+def _group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the mean of the non-NaN values (NaN when none): ``values`` ``[..., rows]``."""
+    ok = ~np.isnan(values)
+    flat = values.reshape(-1, values.shape[-1])
+    mask = ok.reshape(-1, values.shape[-1])
+    sums = np.stack(
+        [np.bincount(codes[m], weights=v[m], minlength=n_groups) for v, m in zip(flat, mask, strict=True)]
+    )
+    counts = np.stack([np.bincount(codes[m], minlength=n_groups) for m in mask])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / np.where(counts > 0, counts, np.nan)
+    return means.reshape(*values.shape[:-1], n_groups)
+
+
+def shuffled_control(
+    table: pd.DataFrame,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    n_permutations: int = 10,
+    seed: int = 0,
+    by: Sequence[str] = ("site", "view"),
+) -> pd.DataFrame:
+    """The shuffled-target chance level of every read-out, over several seeded permutations.
+
+    Each permutation ``j`` (seed ``seed + j``, :func:`shuffled_partners`) pairs every word with a word of
+    another type and scores the word's rows against the partner's targets with the same read-out (same
+    positions, k, view and pooling; :func:`shuffled_target_hits`). Works for every read-out (``last``,
+    ``first``, ``mean``, ``every``, ``max``, ``any``: an "any" row is a hit when the partner's set is in
+    the top-k at ANY position of the span). No second forward pass: the table's stored top-k is re-read.
+
+    Returns:
+        One row per (``by``..., layer, metric, k): ``shuffled_rate`` (the mean over the permutations of
+        the per-permutation rate), ``shuffled_sd`` (their standard deviation, ``ddof=1``; NaN for one
+        permutation) and ``n_permutations``. ``metric`` is ``"transcription"`` or ``"next_word"``.
+
+    Raises:
+        LensError: ``n_permutations < 1``, or a table without the columns the control needs.
+    """
+    if isinstance(n_permutations, bool) or int(n_permutations) < 1:
+        raise LensError(
+            f"n_permutations={n_permutations!r}: the shuffled control needs at least 1 permutation (default 10)"
+        )
+    keys = [*by, "layer"]
+    columns = [*keys, "metric", "k", "shuffled_rate", "shuffled_sd", "n_permutations"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    codes, groups = _group_codes(table, keys)
+    seeds = [int(seed) + j for j in range(int(n_permutations))]
+    frames = []
+    for metric in ("transcription", "next_word"):
+        hits = _shuffled_hits(table, ks, metric=metric, seeds=seeds)
+        for k in ks:
+            rates = _group_means(hits[int(k)], codes, len(groups))  # [permutations, groups]
+            frame = groups.copy()
+            frame["metric"] = metric
+            frame["k"] = np.int64(k)
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                frame["shuffled_rate"] = np.nanmean(rates, axis=0) if len(seeds) else np.nan
+                frame["shuffled_sd"] = np.nanstd(rates, axis=0, ddof=1) if len(seeds) > 1 else np.nan
+            frame["n_permutations"] = np.int64(len(seeds))
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def frequency_prior_hits(
@@ -218,27 +352,33 @@ def chance_controls(
     ks: Sequence[int] = (1, 5, 10),
     by: Sequence[str] = ("site", "view"),
     seed: int = 0,
+    n_permutations: int = 10,
 ) -> pd.DataFrame:
-    """Shuffled-target and frequency-prior rates per (``by``..., layer, metric, k).
+    """The shuffled-target control (:func:`shuffled_control`) and the frequency prior per (``by``..., layer,
+    metric, k).
+
+    The chance level of every read-out is ``shuffled_rate``. ``prior_rate`` is a single-guess frequency
+    prior: it is NaN for pooled read-outs (:data:`POOLED_READOUTS`, several tries per word), where a
+    single guess is not like-for-like.
 
     Returns:
-        Columns ``by..., layer, metric, k, shuffled_rate, prior_rate`` (NaN where ``top_ids`` holds fewer
-        than ``k`` ids, for the shuffled control).
+        Columns ``by..., layer, metric, k, shuffled_rate, shuffled_sd, n_permutations, prior_rate``.
     """
     keys = [*by, "layer"]
+    shuffled = shuffled_control(table, ks=ks, n_permutations=n_permutations, seed=seed, by=by)
+    single = ~table["positions"].isin(POOLED_READOUTS).to_numpy() if "positions" in table.columns else None
     frames = []
     for metric in ("transcription", "next_word"):
-        shuffled = shuffled_target_hits(table, ks, metric=metric, seed=seed)
         prior = frequency_prior_hits(table, ks, metric=metric)
         for k in ks:
             frame = table[keys].copy()
-            frame["shuffled_rate"] = shuffled[int(k)]
-            frame["prior_rate"] = prior[int(k)]
-            grouped = frame.groupby(keys, dropna=False)[["shuffled_rate", "prior_rate"]].mean().reset_index()
+            frame["prior_rate"] = prior[int(k)] if single is None else np.where(single, prior[int(k)], np.nan)
+            grouped = frame.groupby(keys, dropna=False)[["prior_rate"]].mean().reset_index()
             grouped["metric"] = metric
             grouped["k"] = np.int64(k)
             frames.append(grouped)
-    return pd.concat(frames, ignore_index=True)[[*keys, "metric", "k", "shuffled_rate", "prior_rate"]]
+    prior_frame = pd.concat(frames, ignore_index=True)
+    return shuffled.merge(prior_frame, on=[*keys, "metric", "k"], how="outer")
 
 
 def cluster_bootstrap(
@@ -344,3 +484,17 @@ def cluster_intervals(
     return pd.DataFrame.from_records(
         records, columns=[*by, "layer", "metric", "k", "cluster_low", "cluster_high"]
     )
+
+
+def __getattr__(name: str) -> object:
+    """The swapped-audio and heard controls live in their own modules (they need a second forward pass /
+    two tables); they are reachable from here too, imported on first use (no import circle)."""
+    if name in ("swap_audio", "swapped_audio_table", "SwappedDataset"):
+        from slm_transformerlens.lens import swap
+
+        return getattr(swap, name)
+    if name in ("heard_rates", "heard_peak", "heard_headline"):
+        from slm_transformerlens.lens import heard
+
+        return getattr(heard, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,25 +11,21 @@ Wilson confidence intervals, cluster-bootstrap intervals and the chance controls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from slm_transformerlens.lens.analysis import encoded_inputs, read_plan
 from slm_transformerlens.lens.base import Lens, LensError, check_sites, resolve_layers
-from slm_transformerlens.lens.batching import length_batches, pad_batches
 from slm_transformerlens.lens.controls import WordFilter, chance_controls, cluster_intervals
+from slm_transformerlens.lens.heard import heard_rates
 from slm_transformerlens.lens.logit_lens import LogitLens
-from slm_transformerlens.lens.positions import plan_readouts
-from slm_transformerlens.lens.readout import TokenNamer, check_readout_args, target_tensor, vocab_views
+from slm_transformerlens.lens.readout import TokenNamer, check_readout_args, vocab_views
+from slm_transformerlens.lens.table_rows import BatchRows, finish_table, read_dataset
 from slm_transformerlens.lens.targets import TargetConfig, WordTargetResolver
 from slm_transformerlens.protocols import SpeechLM
-from slm_transformerlens.spans import EncodedBatch, WordSpans
 
 __all__ = [
     "peak_layers",
@@ -51,48 +47,6 @@ def wilson_interval(hits: np.ndarray | int, n: np.ndarray | int, confidence: flo
         half = z * np.sqrt(p * (1 - p) / n_a + z**2 / (4 * n_a**2)) / denom
         low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
     return low, high
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
-
-
-def _read_batched(
-    model: SpeechLM,
-    dataset: Iterable[Any],
-    read_batch: Callable[[EncodedBatch], pd.DataFrame | None],
-    batch_tokens: int,
-    bar: Any,
-) -> list[pd.DataFrame]:
-    """Every item encoded, grouped by length, read in padded batches; rows renumbered and put back in
-    item order (as one item at a time would give them)."""
-    encoded = [encoded_inputs(model, item) for item in dataset]
-    offsets = np.cumsum([0, *(int(b.tokens.shape[0]) for b in encoded)])
-    pad_id = getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0
-    frames: list[pd.DataFrame] = []
-    for group in length_batches([int(b.tokens.shape[-1]) for b in encoded], batch_tokens):
-        items = [encoded[i] for i in group]
-        if any(b.spans is None for b in items):
-            raise LensError(
-                "every dataset item needs word spans (a word-span table) for the transcription metrics"
-            )
-        joined, source = pad_batches(items, pad_id)
-        frame = read_batch(joined)
-        bar.update(len(group))
-        if frame is None:
-            continue
-        first_row = {s: r for r, s in reversed(list(enumerate(source)))}
-        rows = frame["batch"].to_numpy()
-        item_of_row = np.asarray([group[s] for s in source], dtype=np.int64)
-        within = rows - np.asarray([first_row[s] for s in source], dtype=np.int64)[rows]
-        frame["batch"] = within
-        frame["utterance"] = offsets[item_of_row[rows]] + within
-        frame.insert(0, "_item", item_of_row[rows])
-        frames.append(frame)
-    if not frames:
-        return []
-    merged = pd.concat(frames, ignore_index=True).sort_values("_item", kind="stable")
-    return [merged.drop(columns="_item").reset_index(drop=True)]
 
 
 def transcription_table(
@@ -151,126 +105,37 @@ def transcription_table(
         One row per (utterance, word, layer, site, view) with ``utterance, batch, position, word_index,
         word, modality, n_members, layer, site, view, target_id, target_token, rank, prob, hit{k}...,
         next_word, next_target_id, next_rank, next_prob, next_hit{k}..., target_ids, next_target_ids,
-        entropy, mass_{group}..., top_ids, top_probs, top_tokens`` (``target_ids``: the whole accepted set). Ranks are ``Int64`` (``<NA>`` when the word has no target in the
-        view, or there is no next word), hits are nullable booleans.
+        entropy, top_ids, top_probs, top_tokens, [span_top_ids], mass_{group}..., positions``
+        (``target_ids``: the whole accepted set; ``span_top_ids``, ``positions="any"`` only: each span
+        position's top-k ids). Ranks are ``Int64`` (``<NA>`` when the word has no target in the view, or
+        there is no next word), hits are nullable booleans. No word of the modalities: an empty table with
+        these columns (rows are built by :mod:`~slm_transformerlens.lens.table_rows`).
     """
     lens = lens if lens is not None else LogitLens(model)
     top_k = max([5, *(int(k) for k in ks)]) if top_k is None else top_k
-    vocab = model.speech_vocab
-    resolver = WordTargetResolver(model.tokenizer, target_config)
-    namer = TokenNamer(vocab, model.tokenizer) if token_strings else None
-    layer_list = resolve_layers(layers, lens.n_layers)
-    sites = check_sites(sites)
-    view_masks = vocab_views(vocab, views)
+    view_masks = vocab_views(model.speech_vocab, views)
     check_readout_args(view_masks, {}, top_k=top_k, d_vocab=lens.d_vocab)
     if any(int(k) < 1 for k in ks):
         raise LensError(f"ks={list(ks)}: every top-k hit threshold must be >= 1")
-    device = torch.device(getattr(model.cfg, "device", "cpu") or "cpu")
-    if total is None and hasattr(dataset, "__len__"):
-        total = len(dataset)  # type: ignore[arg-type]
-
-    def read_batch(batch: EncodedBatch) -> pd.DataFrame | None:
-        """The rows of one encoded batch (``utterance`` = its batch row), or ``None`` without words."""
-        if batch.spans is None:
-            raise LensError(
-                "every dataset item needs word spans (a word-span table) for the transcription metrics"
-            )
-        tokens = batch.tokens.to(device)
-        spans = batch.spans.frame.reset_index(drop=True).copy()
-        spans["next_word"] = WordSpans(spans).next_words()
-        plan = plan_readouts(
-            tokens, spans, mode=positions, modalities=modalities, attention_mask=batch.attention_mask
-        )
-        if not plan.n_rows:
-            return None
-        key = spans.set_index(["utterance", "word_index"])["next_word"]
-        next_words = [
-            _text_or_none(key.get((int(b), int(w))))
-            for b, w in zip(plan.rows["batch"], plan.rows["word_index"], strict=True)
-        ]
-        current = [resolver(str(w)) for w in plan.rows["word"]]
-        following = [None if w is None else resolver(w) for w in next_words]
-        targets = {
-            "current": target_tensor([list(t.ids) for t in current], plan.n_rows),
-            "next": target_tensor([[] if t is None else list(t.ids) for t in following], plan.n_rows),
-        }
-        rows = plan.rows.copy()
-        rows.insert(0, "utterance", rows["batch"])
-        rows["target_id"] = pd.array([t.first_id for t in current], dtype="Int64")
-        rows["target_token"] = pd.array(
-            [None if t.first_id is None or namer is None else namer(t.first_id) for t in current],
-            dtype="string",
-        )
-        rows["next_word"] = pd.array(next_words, dtype="string")
-        rows["next_target_id"] = pd.array(
-            [None if t is None else t.first_id for t in following], dtype="Int64"
-        )
-        rows["target_ids"] = [list(t.ids) for t in current]
-        rows["next_target_ids"] = [[] if t is None else list(t.ids) for t in following]
-        return read_plan(
-            model,
-            lens,
-            tokens,
-            plan,
-            rows,
-            layers=layer_list,
-            sites=sites,
-            views=view_masks,
-            targets=targets,
-            top_k=top_k,
-            chunk_size=chunk_size,
-            namer=namer,
-            attention_mask=batch.attention_mask,
-            readout_precision=readout_precision,
-        )
-
-    frames: list[pd.DataFrame] = []
-    bar = tqdm(total=total, desc="lens: transcription", disable=not progress, unit="utt")
-    if batch_tokens is None:
-        utterance_offset = 0
-        for item in dataset:
-            batch = encoded_inputs(model, item)
-            frame = read_batch(batch)
-            if frame is not None:
-                frame["utterance"] += utterance_offset
-                frames.append(frame)
-            utterance_offset += int(batch.tokens.shape[0])
-            bar.update(1)
-    else:
-        frames = _read_batched(model, dataset, read_batch, batch_tokens, bar)
-    bar.close()
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True)
-    df = df.rename(columns={"rank_current": "rank", "prob_current": "prob"})
-    for prefix, column in (("hit", "rank"), ("next_hit", "rank_next")):
-        for k in ks:
-            df[f"{prefix}{k}"] = (df[column] < int(k)).astype("boolean")
-    df = df.rename(columns={"rank_next": "next_rank", "prob_next": "next_prob"})
-    first = [
-        "utterance",
-        "batch",
-        "position",
-        "word_index",
-        "word",
-        "modality",
-        "n_members",
-        "layer",
-        "site",
-        "view",
-        "target_id",
-        "target_token",
-        "rank",
-        "prob",
-        *[f"hit{k}" for k in ks],
-        "next_word",
-        "next_target_id",
-        "next_rank",
-        "next_prob",
-        *[f"next_hit{k}" for k in ks],
-    ]
-    df["positions"] = positions  # the read-out mode; the shuffled control depends on it
-    return df[first + [c for c in df.columns if c not in first]]
+    read_batch = BatchRows(
+        model,
+        lens,
+        WordTargetResolver(model.tokenizer, target_config),
+        TokenNamer(model.speech_vocab, model.tokenizer) if token_strings else None,
+        positions,
+        modalities,
+        resolve_layers(layers, lens.n_layers),
+        check_sites(sites),
+        view_masks,
+        top_k,
+        chunk_size,
+        readout_precision,
+    )
+    frames = read_dataset(
+        model, dataset, read_batch, batch_tokens=batch_tokens, total=total, progress=progress
+    )
+    names = model.speech_vocab.group_names
+    return finish_table(frames, ks, positions=positions, group_names=names, token_strings=token_strings)
 
 
 def summarize_transcription(
@@ -284,31 +149,56 @@ def summarize_transcription(
     cluster_by: str | None = "utterance",
     n_boot: int = 1000,
     word_filter: WordFilter | None = None,
+    swapped: pd.DataFrame | None = None,
+    n_permutations: int = 10,
 ) -> pd.DataFrame:
     """Transcription rate and next-word rate per layer with their chance levels and intervals.
+
+    The chance level of every read-out is the shuffled-target control (``shuffled_rate``: the same
+    read-out scored against other words' targets). ``prior_rate`` is a single fixed guess list (a
+    frequency prior): it is given for single read-outs only and is NaN for the pooled ones (``max``,
+    ``any``), which get several tries per word. With ``swapped`` (the swapped-audio table) the rate that
+    context alone gives is beside it, and ``heard = rate - swapped_rate`` with its paired intervals.
 
     Args:
         table: a :func:`transcription_table`.
         ks: the top-k rates.
         confidence: of the intervals.
         by: the grouping columns besides layer.
-        controls: add ``shuffled_rate`` (each word scored against another word's targets, seed ``seed``)
-            and ``prior_rate`` (a fixed ranking of the dataset's target frequencies); see
-            :mod:`~slm_transformerlens.lens.controls`.
-        seed: seed of the shuffled pairing and the bootstrap.
+        controls: add ``shuffled_rate`` / ``shuffled_sd`` / ``n_permutations`` (each word scored against
+            another word's targets; mean and spread over ``n_permutations`` seeded permutations, see
+            :func:`~slm_transformerlens.lens.controls.shuffled_control`) and ``prior_rate`` (the frequency
+            prior; NaN for pooled read-outs).
+        seed: seed of the shuffled pairings (``seed``, ``seed + 1``, ...) and the bootstraps.
         cluster_by: ``"utterance"`` (default) or ``"word"``: add ``cluster_low`` / ``cluster_high``, a
             cluster-bootstrap interval resampling whole utterances / word types; ``None`` skips it.
         n_boot: bootstrap draws.
         word_filter: keep only content words (:class:`~slm_transformerlens.lens.controls.WordFilter`).
+        swapped: :func:`~slm_transformerlens.lens.swap.swapped_audio_table` of the same data and settings:
+            adds ``swapped_rate``, ``heard``, ``heard_low`` / ``heard_high`` (paired utterance bootstrap) and
+            ``heard_low_type`` / ``heard_high_type`` (paired word-type bootstrap), see
+            :func:`~slm_transformerlens.lens.heard.heard_rates`.
+        n_permutations: permutations of the shuffled control (default 10).
 
     Returns:
         One row per (``by``..., layer, metric, k): ``n`` (words with a target), ``hits``, ``rate``,
-        ``ci_low``, ``ci_high`` (Wilson, rows taken as independent), ``confidence``, then
-        ``shuffled_rate``, ``prior_rate`` and ``cluster_low``, ``cluster_high`` as requested;
-        ``metric`` is ``"transcription"`` or ``"next_word"``.
+        ``ci_low``, ``ci_high`` (Wilson, rows taken as independent), ``confidence``, then the controls and
+        intervals requested above; ``metric`` is ``"transcription"`` or ``"next_word"``.
+
+    Raises:
+        LensError: a table without rows or without the transcription table's columns.
     """
+    missing = [c for c in ("rank", "next_rank", "layer", "word", *by) if c not in table.columns]
+    if table.empty or missing:
+        raise LensError(
+            "nothing to summarise: "
+            + (f"the table lacks columns {missing}" if missing else "the table has no rows")
+            + " (no word of the requested modalities was read?); pass a non-empty transcription_table"
+        )
     if word_filter is not None:
         table = table[word_filter.keep(table).to_numpy()]
+        if swapped is not None:
+            swapped = swapped[word_filter.keep(swapped).to_numpy()]
     records = []
     keys = [*by, "layer"]
     for metric, column in (("transcription", "rank"), ("next_word", "next_rank")):
@@ -329,7 +219,11 @@ def summarize_transcription(
     out = out[[*by, "layer", "metric", "k", "n", "hits", "rate", "ci_low", "ci_high", "confidence"]]
     keys = [*by, "layer", "metric", "k"]
     if controls:
-        out = out.merge(chance_controls(table, ks=ks, by=by, seed=seed), on=keys, how="left")
+        chance = chance_controls(table, ks=ks, by=by, seed=seed, n_permutations=n_permutations)
+        out = out.merge(chance, on=keys, how="left")
+    if swapped is not None:
+        heard = heard_rates(table, swapped, ks=ks, by=by, n_boot=n_boot, confidence=confidence, seed=seed)
+        out = out.merge(heard.drop(columns=["n", "rate"]), on=keys, how="left")
     if cluster_by is not None:
         intervals = cluster_intervals(
             table, ks=ks, by=by, cluster_by=cluster_by, n_boot=n_boot, confidence=confidence, seed=seed
@@ -339,7 +233,17 @@ def summarize_transcription(
 
 
 #: Columns of :func:`summarize_transcription` that :func:`peak_layers` carries along when present.
-_CONTROL_COLUMNS = ("shuffled_rate", "prior_rate", "cluster_low", "cluster_high")
+_CONTROL_COLUMNS = (
+    "shuffled_rate",
+    "shuffled_sd",
+    "prior_rate",
+    "cluster_low",
+    "cluster_high",
+    "swapped_rate",
+    "heard",
+    "heard_low",
+    "heard_high",
+)
 
 
 def peak_layers(summary: pd.DataFrame, *, by: Sequence[str] = ("site", "view")) -> pd.DataFrame:

@@ -167,6 +167,8 @@ class ViewReadout:
         masses: [rows, groups] probability mass per vocabulary group (order of ``group_names``).
         ranks: per target name, [rows] best rank of the set in the view (-1 = no target in the view).
         probs: per target name, [rows] summed probability of the set (NaN = no target in the view).
+        span_top_ids: ``pool="any"`` only (else ``None``): per row, the ``[members, k]`` top-k ids of
+            each position of its span, in position order (what a shuffled-target control re-reads).
     """
 
     entropy: Float[Tensor, " rows"]
@@ -175,6 +177,7 @@ class ViewReadout:
     masses: Float[Tensor, "rows groups"]
     ranks: dict[str, Int[Tensor, " rows"]]
     probs: dict[str, Float[Tensor, " rows"]]
+    span_top_ids: list[Tensor] | None = None
 
 
 def read_many(
@@ -245,6 +248,7 @@ def read_many(
                 masses=r.masses[rows],
                 ranks={t: v[rows] for t, v in r.ranks.items()},
                 probs={t: v[rows] for t, v in r.probs.items()},
+                span_top_ids=None if r.span_top_ids is None else r.span_top_ids[rows],
             )
             for view, r in merged.items()
         }
@@ -601,21 +605,33 @@ def read_vectors(
         raise NonFiniteError(
             f"lens logits at {name_row(start)} are not finite"
         )  # not reproduced: still an error
-    out = {}
-    for view, store in parts.items():
+    members = None if pool != "any" else torch.bincount(groups.cpu(), minlength=n_rows).tolist()  # type: ignore[union-attr]
+    return {view: _collect(store, n_rows, n_groups, list(targets), members) for view, store in parts.items()}
 
-        def cat(key: str, store: dict[str, list[Tensor]] = store) -> Tensor:
-            return torch.cat(store[key]).cpu() if store.get(key) else torch.zeros(0)
 
-        out[view] = ViewReadout(
-            entropy=cat("entropy"),
-            top_ids=cat("top_ids").long().reshape(n_rows, -1),
-            top_probs=cat("top_probs").reshape(n_rows, -1),
-            masses=cat("masses").reshape(n_rows, n_groups),
-            ranks={t: cat(f"r:{t}").long() for t in targets},
-            probs={t: cat(f"p:{t}") for t in targets},
-        )
-    return out
+def _collect(
+    store: Mapping[str, list[Tensor]],
+    n_rows: int,
+    n_groups: int,
+    targets: Sequence[str],
+    members: list[int] | None,
+) -> ViewReadout:
+    """One view's chunk results concatenated on the CPU (``members``: per row, its span's size for "any")."""
+
+    def cat(key: str) -> Tensor:
+        return torch.cat(store[key]).cpu() if store.get(key) else torch.zeros(0)
+
+    return ViewReadout(
+        entropy=cat("entropy"),
+        top_ids=cat("top_ids").long().reshape(n_rows, -1),
+        top_probs=cat("top_probs").reshape(n_rows, -1),
+        masses=cat("masses").reshape(n_rows, n_groups),
+        ranks={t: cat(f"r:{t}").long() for t in targets},
+        probs={t: cat(f"p:{t}") for t in targets},
+        span_top_ids=None
+        if members is None
+        else list(torch.split(cat("span_top_ids").long(), members or [0]))[: len(members)],
+    )
 
 
 _WARNED: set[str] = set()
@@ -669,7 +685,7 @@ def _pool_any(result: Mapping[str, Tensor], local: Int[Tensor, " m"], n: int) ->
     last.scatter_reduce_(
         0, local, torch.arange(len(local), device=local.device), reduce="amax", include_self=False
     )
-    out = {}
+    out = {"span_top_ids": result["top_ids"]}  # every position's top-k, for the shuffled control
     for key, value in result.items():
         if key.startswith("r:"):
             big = torch.iinfo(torch.long).max
