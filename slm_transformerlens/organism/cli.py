@@ -128,13 +128,22 @@ def run_organism(args: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
+        import pandas as pd
+
         from slm_transformerlens.organism.evaluate import evaluate_all
         from slm_transformerlens.organism.report import format_results
 
         curves = evaluate_all(args.models, args.data, args.out)
         differences = json.loads((Path(args.out) / "differences.json").read_text())
         knowledge = json.loads((Path(args.out) / "knowledge.json").read_text())
-        report = format_results(curves, differences, knowledge)
+        out = Path(args.out)
+        heard = pd.read_csv(out / "heard.csv") if (out / "heard.csv").exists() else None
+        verdicts = (
+            json.loads((out / "heard_acceptance.json").read_text())
+            if (out / "heard_acceptance.json").exists()
+            else None
+        )
+        report = format_results(curves, differences, knowledge, heard, verdicts)
         (Path(args.out) / "results.md").write_text(report)
         print(report)
     return 0

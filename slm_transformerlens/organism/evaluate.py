@@ -51,7 +51,6 @@ __all__ = [
     "evaluate_heard",
     "heard_acceptance",
     "peak_difference",
-    "shuffled_words",
 ]
 
 K = 10
@@ -98,27 +97,6 @@ def peak_difference(
     boot = peak(sa[draw].sum(1), ca[draw].sum(1)) - peak(sb[draw].sum(1), cb[draw].sum(1))
     low, high = np.percentile(boot, [2.5, 97.5])
     return point, float(low), float(high)
-
-
-def shuffled_words(spans: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """The span table with the words of content-word rows permuted among themselves (no fixed points
-    where avoidable): the shuffled-target control keeps positions and read-outs, changes only targets."""
-    out = spans.copy()
-    content = np.flatnonzero(out["word"].map(is_content_word).to_numpy())
-    rng = np.random.default_rng(seed)
-    words = out["word"].to_numpy().copy()
-    perm = rng.permutation(len(content))
-    for _ in range(20):  # re-draw fixed points (same word) a few times
-        same = words[content[perm]] == words[content]
-        if not same.any():
-            break
-        idx = np.flatnonzero(same)
-        swap = rng.permutation(len(perm))[: len(idx)]
-        perm[idx], perm[swap] = perm[swap], perm[idx]
-    shuffled = words.copy()
-    shuffled[content] = words[content[perm]]
-    out["word"] = shuffled
-    return out
 
 
 def _speech(r: dict[str, Any]) -> Any:
@@ -203,6 +181,43 @@ def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _shuffled_curves(model: Any, batches: list[Any], *, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The shuffled-target control of each metric (:func:`~slm_transformerlens.lens.controls.shuffled_control`,
+    the mean over 10 seeded permutations among content words, same read-out): ``transcription_span`` at any
+    unit of the span, ``transcription_last`` and ``next_word`` at the last unit. ``ci_low`` / ``ci_high``
+    are the mean -/+ 1.96 standard deviations over the permutations (their spread, not a bootstrap)."""
+    from slm_transformerlens.lens import controls, transcription_table
+
+    def content(table: pd.DataFrame, column: str) -> pd.DataFrame:
+        return table[table[column].map(lambda w: isinstance(w, str) and is_content_word(w))]
+
+    kwargs = {"views": ("text",), "ks": (K,), "top_k": K, "token_strings": False, "progress": False}
+    tables = {p: transcription_table(model, batches, positions=p, **kwargs) for p in ("any", "last")}
+    specs = {
+        "transcription_span": ("any", "word", "transcription", "rank"),
+        "transcription_last": ("last", "word", "transcription", "rank"),
+        "next_word": ("last", "next_word", "next_word", "next_rank"),
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (positions, column, metric, rank) in specs.items():
+        table = content(tables[positions], column)
+        table = table[table[rank].notna()]
+        control = controls.shuffled_control(table, ks=(K,), n_permutations=10, seed=seed, by=("view",))
+        control = control[control["metric"] == metric]
+        counts = table.groupby("layer").size()
+        out[name] = [
+            {
+                "layer": int(r.layer),
+                "rate": float(r.shuffled_rate),
+                "ci_low": float(r.shuffled_rate - 1.96 * r.shuffled_sd),
+                "ci_high": float(r.shuffled_rate + 1.96 * r.shuffled_sd),
+                "n": int(counts.get(r.layer, 0)),
+            }
+            for r in control.itertuples()
+        ]
+    return out
+
+
 def _completion_scores(model: Any, utterances: list[Any], batch_size: int = 64) -> list[float]:
     """Mean log-probability of the last word's tokens (units or text) of each utterance."""
     scores: list[float] = []
@@ -275,13 +290,7 @@ def evaluate_checkpoint(
         encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
         batches.append(encoded)
         spans_true.append(encoded.word_spans)
-    all_spans = pd.concat([s.assign(batch_index=i) for i, s in enumerate(spans_true)], ignore_index=True)
-    shuffled = shuffled_words(all_spans, seed=seed)
-    spans_control = [
-        shuffled[shuffled["batch_index"] == i].drop(columns="batch_index") for i in range(len(batches))
-    ]
     true_table = _table(model, batches, spans_true)
-    control_table = _table(model, batches, spans_control)
     global_spans = pd.concat(
         [s.assign(utterance=s["utterance"] + i * batch_size) for i, s in enumerate(spans_true)],
         ignore_index=True,
@@ -293,12 +302,13 @@ def evaluate_checkpoint(
         "transcription_last": ("rank", "word", True, True),
         "next_word": ("next_rank", "next_word", True, True),
     }
+    shuffled = _shuffled_curves(model, batches, seed=seed)
     prior = _frequency_prior(data_dir, model.tokenizer)
     for name, (rank, word, last_only, any_pool) in specs.items():
-        for suffix, table in (("", true_table), ("_shuffled", control_table)):
-            hits = _rates(table, global_spans, rank=rank, word=word, last_only=last_only, any_pool=any_pool)
-            hits_by_metric[name + suffix] = hits
-            curves += _curve(hits, name + suffix, seed)
+        hits = _rates(true_table, global_spans, rank=rank, word=word, last_only=last_only, any_pool=any_pool)
+        hits_by_metric[name] = hits
+        curves += _curve(hits, name, seed)
+        curves += [row | {"metric": name + "_shuffled"} for row in shuffled[name]]
         # frequency prior: a constant top-10 guess of the most frequent text tokens
         t = true_table[(true_table["view"] == "text") & (true_table["layer"] == true_table["layer"].min())]
         target = "target_id" if rank == "rank" else "next_target_id"

@@ -193,8 +193,13 @@ class Recipe:
     def from_json(cls, path: str | Path) -> Recipe:
         data = json.loads(Path(path).read_text())
         known = {f.name for f in fields(cls)}
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        data = {k: _tuples(v) for k, v in data.items() if k in known}
         return cls(**data)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the recipe's (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 #: The recipe presets (``slm-lens organism build --recipe``).
