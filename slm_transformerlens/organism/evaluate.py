@@ -7,9 +7,13 @@ text-restricted ranks and the full view):
 - ``transcription_span``: the CURRENT content word's target token is in the top-10 at any unit position
   of its span (read-out over the span); ``transcription_last``: at its last unit;
 - ``next_word``: the NEXT content word's target in the top-10 at the current word's last unit;
-- each with a shuffled-target control: the same read-outs scored against the target of a random other
-  content word of the evaluation set (a fixed seeded permutation), and a frequency prior (the 10 most
-  frequent text tokens of the training text as a constant guess);
+- each with a shuffled-target control: the same read-out scored against the targets of other content
+  words (:func:`~slm_transformerlens.lens.controls.shuffled_control`, the mean over 10 seeded
+  permutations, its interval the mean -/+ 1.96 sd over them), and a frequency prior (the 10 most frequent
+  text tokens of the training text as a constant guess; a chance level for ``transcription_last`` only);
+- heard above context (:func:`evaluate_heard`, :mod:`~slm_transformerlens.organism.heard`): each rate
+  minus the rate with the word's audio swapped for another word's, context unchanged, at read-outs
+  ``any``, ``max`` and ``last``, with a paired cluster bootstrap; the headline of the report;
 - ``mass_speech`` / ``mass_text`` / ``mass_marker``: softmax mass of each vocabulary group at spoken
   positions (full view);
 - 95% intervals: cluster bootstrap over utterances (words of one sentence are not independent);
@@ -17,14 +21,10 @@ text-restricted ranks and the full view):
   counterfactual completion scored by the mean log-probability of the completion's units (slamkit's
   length-normalised likelihood), and the same on text.
 
-The frequency prior and the cluster bootstrap are :mod:`slm_transformerlens.lens.controls`' own
-(:func:`~slm_transformerlens.lens.controls.frequency_prior_hits` with the training text's ranking, and
-:func:`~slm_transformerlens.lens.controls.cluster_bootstrap` with index draws, which reproduce the shipped
-numbers exactly). The shuffled-target control is not the lens one
-(:func:`~slm_transformerlens.lens.controls.shuffled_target_hits`): it permutes the content words of the
-span table and reads the model again (:func:`shuffled_words`), so the span read-out (``any`` position,
-which the lens control leaves NaN) and the last-unit read-out get a control with the same pooling; and
-content words are the corpus' (:func:`~slm_transformerlens.organism.corpus.is_content_word`), not
+The frequency prior, the shuffled-target control, the swapped-audio control and the cluster bootstrap
+are :mod:`slm_transformerlens.lens.controls`' own (:func:`~slm_transformerlens.lens.controls.cluster_bootstrap`
+with index draws reproduces the rates' intervals of the earlier shipped numbers); content words are the
+corpus' (:func:`~slm_transformerlens.organism.corpus.is_content_word`), not
 :class:`~slm_transformerlens.lens.controls.WordFilter`'s stop list.
 """
 

@@ -57,7 +57,7 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, 
     from slm_transformerlens.organism.evaluate import evaluate_all
 
     out = tmp_path_factory.mktemp("organism_eval")
-    curves = evaluate_all(shipped_root(), shipped_root() / "eval", out)
+    curves = evaluate_all(shipped_root(), shipped_root() / "eval", out, heard=False)  # heard: below
     differences = json.loads((out / "differences.json").read_text())
     return curves, differences, acceptance(curves, differences, main=MAIN)
 
@@ -92,6 +92,28 @@ def test_acceptance_criterion_holds(
 ) -> None:
     holds, numbers = evaluation[2][criterion]
     assert holds, numbers
+
+
+def test_shipped_heard_covers_every_model_and_read_out() -> None:
+    """The shipped heard table (``heard.csv``, recomputing it costs minutes per model, so it is checked
+    for completeness and consistency here; tests/organism/test_heard.py tests its computation)."""
+    from slm_transformerlens.organism.evaluate import heard_acceptance
+
+    heard = pd.read_csv(shipped_root() / "evaluation" / "heard.csv")
+    assert set(heard["model"]) == set(shipped_models())
+    assert set(heard["readout"]) == {"any", "max", "last"} and set(heard["split"]) == {"heldout"}
+    assert (heard["n"] == 1563).all() and (
+        heard["heard"] - (heard["rate"] - heard["swapped_rate"])
+    ).abs().max() < 1e-9
+    shipped = json.loads((shipped_root() / "evaluation" / "heard_acceptance.json").read_text())
+    again = heard_acceptance(heard, main=MAIN, baselines=("random_init_kmeans", "untrained_units_kmeans"))
+    assert shipped[MAIN] == json.loads(json.dumps(again))
+    # the rates without the swap are the curves' transcription_span (any unit of the span)
+    curves = pd.read_csv(shipped_root() / "evaluation" / "curves.csv")
+    span = curves[curves["metric"] == "transcription_span"].merge(
+        heard[heard["readout"] == "any"], on=["model", "layer"], suffixes=("", "_heard")
+    )
+    assert len(span) == 8 * len(shipped_models()) and (span["rate"] - span["rate_heard"]).abs().max() < 1e-9
 
 
 def test_knowledge_is_reported_per_model(evaluation: tuple[pd.DataFrame, list[dict], dict]) -> None:
