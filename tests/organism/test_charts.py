@@ -133,7 +133,7 @@ def test_heard_chart_draws_every_heard_row_with_its_interval() -> None:
     chart = heard_chart(heard)
     lines, _points, band, zero = (rows for _, rows in figure_layers(chart))
     expected = heard[(heard["readout"] == "any") & (heard["split"] == "heldout")]
-    assert set(expected["model"]) == set(shipped_models())
+    assert set(shipped_models()) <= set(expected["model"])
     merged = lines.merge(expected, on=["model", "layer"], suffixes=("", "_csv"))
     assert len(merged) == len(expected) == len(lines)
     for column in ("heard", "heard_low", "heard_high"):
