@@ -137,7 +137,7 @@ class Recipe:
         budget), ``"toy"`` / ``"hear-toy"`` (seconds; tests)."""
         if name == "full":
             return cls()
-        if name in ("hear", "hear-toy"):
+        if name in ("hear", "hear-toy", "hear-long"):
             hear = cls(
                 name="hear",
                 corpus="hear",
@@ -157,6 +157,8 @@ class Recipe:
             )
             if name == "hear":
                 return hear
+            if name == "hear-long":  # the same data and phase 1, 3x the phase-2 tokens
+                return replace(hear, name="hear-long", phase2_tokens=1_800_000)
             return replace(
                 hear,
                 name="hear-toy",
@@ -203,7 +205,7 @@ def _tuples(value: Any) -> Any:
 
 
 #: The recipe presets (``slm-lens organism build --recipe``).
-RECIPES: tuple[str, ...] = ("full", "toy", "hear", "hear-toy")
+RECIPES: tuple[str, ...] = ("full", "toy", "hear", "hear-long", "hear-toy")
 _TOY_SIZES = frozenset(
     [
         "n_text_sentences",
