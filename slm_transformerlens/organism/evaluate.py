@@ -126,7 +126,7 @@ def _table(model: Any, batches: list[Any], spans_list: list[pd.DataFrame]) -> pd
         model,
         items,
         positions="every",
-        views=("text", "full"),
+        views=("full",),
         ks=(K,),
         top_k=3,
         token_strings=False,
@@ -149,19 +149,12 @@ def _frequency_prior(data_dir: Path, tokenizer: Any) -> list[int]:
     return [t for t, _ in firsts.most_common()]
 
 
-def _rates(
-    table: pd.DataFrame, spans: pd.DataFrame, *, rank: str, word: str, last_only: bool, any_pool: bool
-) -> pd.DataFrame:
-    """Per (utterance, word, layer) hits of the text view, content words only."""
-    t = table[(table["view"] == "text") & table[rank].notna()].copy()
+def _hits(table: pd.DataFrame, *, rank: str, word: str) -> pd.DataFrame:
+    """Per (utterance, word, layer) top-10 hits of a read-out table (text view), content words only."""
+    t = table[table[rank].notna()]
     t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w))]
-    if last_only:
-        last = spans.set_index(["utterance", "word_index"])["last"]
-        keys = list(zip(t["utterance"], t["word_index"], strict=True))
-        t = t[np.asarray([last.get(k, -1) for k in keys]) == t["position"].to_numpy()]
-    t["hit"] = (t[rank].astype("float64") < K).astype(float)
-    grouped = t.groupby(["utterance", "word_index", "layer"])["hit"]
-    return (grouped.max() if any_pool else grouped.mean()).reset_index()
+    hit = (t[rank].astype("float64") < K).astype(float)
+    return t[["utterance", "word_index", "layer"]].assign(hit=hit.to_numpy()).reset_index(drop=True)
 
 
 def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
@@ -181,18 +174,24 @@ def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _shuffled_curves(model: Any, batches: list[Any], *, seed: int) -> dict[str, list[dict[str, Any]]]:
+def _readout_tables(model: Any, batches: list[Any]) -> dict[str, pd.DataFrame]:
+    """The text-view read-out tables: ``any`` unit of each word's span and its ``last`` unit."""
+    from slm_transformerlens.lens import transcription_table
+
+    kwargs = {"views": ("text",), "ks": (K,), "top_k": K, "token_strings": False, "progress": False}
+    return {p: transcription_table(model, batches, positions=p, **kwargs) for p in ("any", "last")}
+
+
+def _shuffled_curves(tables: dict[str, pd.DataFrame], *, seed: int) -> dict[str, list[dict[str, Any]]]:
     """The shuffled-target control of each metric (:func:`~slm_transformerlens.lens.controls.shuffled_control`,
     the mean over 10 seeded permutations among content words, same read-out): ``transcription_span`` at any
     unit of the span, ``transcription_last`` and ``next_word`` at the last unit. ``ci_low`` / ``ci_high``
     are the mean -/+ 1.96 standard deviations over the permutations (their spread, not a bootstrap)."""
-    from slm_transformerlens.lens import controls, transcription_table
+    from slm_transformerlens.lens import controls
 
     def content(table: pd.DataFrame, column: str) -> pd.DataFrame:
         return table[table[column].map(lambda w: isinstance(w, str) and is_content_word(w))]
 
-    kwargs = {"views": ("text",), "ks": (K,), "top_k": K, "token_strings": False, "progress": False}
-    tables = {p: transcription_table(model, batches, positions=p, **kwargs) for p in ("any", "last")}
     specs = {
         "transcription_span": ("any", "word", "transcription", "rank"),
         "transcription_last": ("last", "word", "transcription", "rank"),
@@ -290,27 +289,24 @@ def evaluate_checkpoint(
         encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
         batches.append(encoded)
         spans_true.append(encoded.word_spans)
-    true_table = _table(model, batches, spans_true)
-    global_spans = pd.concat(
-        [s.assign(utterance=s["utterance"] + i * batch_size) for i, s in enumerate(spans_true)],
-        ignore_index=True,
-    )
+    full_table = _table(model, batches, spans_true)  # modality masses at every spoken position
+    tables = _readout_tables(model, batches)
     curves: list[dict[str, Any]] = []
     hits_by_metric: dict[str, pd.DataFrame] = {}
     specs = {
-        "transcription_span": ("rank", "word", False, True),
-        "transcription_last": ("rank", "word", True, True),
-        "next_word": ("next_rank", "next_word", True, True),
+        "transcription_span": ("rank", "word", "any"),
+        "transcription_last": ("rank", "word", "last"),
+        "next_word": ("next_rank", "next_word", "last"),
     }
-    shuffled = _shuffled_curves(model, batches, seed=seed)
+    shuffled = _shuffled_curves(tables, seed=seed)
     prior = _frequency_prior(data_dir, model.tokenizer)
-    for name, (rank, word, last_only, any_pool) in specs.items():
-        hits = _rates(true_table, global_spans, rank=rank, word=word, last_only=last_only, any_pool=any_pool)
+    for name, (rank, word, positions) in specs.items():
+        hits = _hits(tables[positions], rank=rank, word=word)
         hits_by_metric[name] = hits
         curves += _curve(hits, name, seed)
         curves += [row | {"metric": name + "_shuffled"} for row in shuffled[name]]
         # frequency prior: a constant top-10 guess of the most frequent text tokens
-        t = true_table[(true_table["view"] == "text") & (true_table["layer"] == true_table["layer"].min())]
+        t = tables["any"][tables["any"]["layer"] == tables["any"]["layer"].min()]
         target = "target_id" if rank == "rank" else "next_target_id"
         t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w)) & t[target].notna()]
         t = t.drop_duplicates(["utterance", "word_index"])
@@ -327,7 +323,7 @@ def evaluate_checkpoint(
                 "n": len(hit),
             }
         )
-    full = true_table[true_table["view"] == "full"]
+    full = full_table[full_table["view"] == "full"]
     for group in [c for c in full.columns if c.startswith("mass_")]:
         for layer, g in full.groupby("layer"):
             mean, low, high = _mean_interval(g[group].to_numpy(), g["utterance"].to_numpy(), seed=seed)
