@@ -21,7 +21,7 @@ def add_organism_parser(commands: Any) -> None:
     build.add_argument(
         "--recipe",
         default="full",
-        choices=["full", "toy", "hear", "hear-long", "hear-toy"],
+        choices=["full", "toy", "hear", "hear-long", "hear-text", "hear-toy"],
         help="full (the shipped grammar organism, default), hear (issue 21: passages that need hearing), toy sizes",
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
