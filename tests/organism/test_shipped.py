@@ -122,3 +122,31 @@ def test_knowledge_is_reported_per_model(evaluation: tuple[pd.DataFrame, list[di
     assert all(v["speech_n"] == 133 and v["text_n"] == 133 for v in knowledge.values())
     # the text phase taught the facts: the text-initialised models know them in writing
     assert knowledge["untrained_units_kmeans"]["text_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("folder", ["evaluation", "evaluation_long"])
+def test_packaged_hear_evaluations_are_complete_and_consistent(folder: str) -> None:
+    """The hear recipe's evaluations (weights not shipped): every model, both test sets, every read-out,
+    heard = rate - swapped, and the acceptance verdict recomputes from the table."""
+    from slm_transformerlens.organism.evaluate import heard_acceptance
+
+    root = shipped_root() / "hear" / folder
+    heard = pd.read_csv(root / "heard.csv")
+    models = {"main_phoneme", "random_init_phoneme", "untrained_units_phoneme"}
+    assert set(heard["model"]) == models and set(heard["split"]) == {"heldout", "new"}
+    assert set(heard["readout"]) == {"any", "max", "last"} and set(heard["layer"]) == set(range(6))
+    assert (heard["heard"] - (heard["rate"] - heard["swapped_rate"])).abs().max() < 1e-9
+    assert (heard["heard_low"] <= heard["heard"] + 1e-12).all() and (
+        heard["heard"] <= heard["heard_high"] + 1e-12
+    ).all()
+    shipped = json.loads((root / "heard_acceptance.json").read_text())
+    again = heard_acceptance(
+        heard, main="main_phoneme", baselines=("random_init_phoneme", "untrained_units_phoneme")
+    )
+    assert shipped["main_phoneme"] == json.loads(json.dumps(again))
+    corpus = json.loads((shipped_root() / "hear" / "eval" / "corpus.json").read_text())
+    assert len(corpus["heldout"]) == len(corpus["new"]) == 240 and set(corpus["longest_shared_run"]) == {
+        "heldout",
+        "new",
+    }
+    assert (root / "results.md").read_text().startswith("## Heard above context")
