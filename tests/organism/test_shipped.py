@@ -124,7 +124,7 @@ def test_knowledge_is_reported_per_model(evaluation: tuple[pd.DataFrame, list[di
     assert knowledge["untrained_units_kmeans"]["text_accuracy"] > 0.8
 
 
-@pytest.mark.parametrize("folder", ["evaluation", "evaluation_long"])
+@pytest.mark.parametrize("folder", ["evaluation", "evaluation_long", "evaluation_text"])
 def test_packaged_hear_evaluations_are_complete_and_consistent(folder: str) -> None:
     """The hear recipe's evaluations (weights not shipped): every model, both test sets, every read-out,
     heard = rate - swapped, and the acceptance verdict recomputes from the table."""
