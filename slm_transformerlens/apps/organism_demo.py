@@ -22,8 +22,11 @@ __all__ = ["run_organism_demo", "write_organism_charts"]
 
 #: The charts of the shipped evaluation, as organism_results.md describes them.
 _CHARTS = {
-    "organism_ablation": "transcription_span rate per layer of every organism (95% bands), its shuffled-target "
-    "control dashed, the frequency prior dotted",
+    "organism_ablation": "heard above context per layer of every organism: the top-10 rate minus the rate with "
+    "the word's audio swapped for another word's (context kept), 95% paired bands, 0 in grey (read-out any, "
+    "held-out set)",
+    "organism_rates": "transcription_span rate per layer of every organism (95% bands), NOT corrected for "
+    "context: its shuffled-target control dashed, the frequency prior dotted",
     "organism_knowledge": "spoken-knowledge accuracy against the peak transcription rate, one point per model "
     "(both 95% intervals), written accuracy as hollow squares, chance 0.5 dashed",
 }
@@ -32,12 +35,14 @@ _CHARTS = {
 def write_organism_charts(
     evaluation: str | Path, out_dir: str | Path, *, png: bool = True
 ) -> dict[str, Path]:
-    """Draw the ablation comparison and spoken knowledge vs transcription from an evaluation folder.
+    """Draw the ablation comparison (heard above context), the uncorrected rates and spoken knowledge vs
+    transcription from an evaluation folder.
 
     Args:
-        evaluation: a folder of ``slm-lens organism evaluate`` (``curves.csv``, ``knowledge.json``),
-            e.g. the shipped ``slm_transformerlens/data/organism/evaluation``.
-        out_dir: where ``organism_ablation.html`` and ``organism_knowledge.html`` (and PNGs) go.
+        evaluation: a folder of ``slm-lens organism evaluate`` (``curves.csv``, ``knowledge.json``,
+            ``heard.csv``), e.g. the shipped ``slm_transformerlens/data/organism/evaluation``.
+        out_dir: where ``organism_ablation.html`` (heard; only when ``heard.csv`` exists),
+            ``organism_rates.html`` and ``organism_knowledge.html`` (and PNGs) go.
         png: also write PNGs.
 
     Returns:
@@ -47,13 +52,16 @@ def write_organism_charts(
 
     from slm_transformerlens.organism.report import knowledge_vs_transcription
     from slm_transformerlens.viz.html import save_chart
-    from slm_transformerlens.viz.organism import ablation_chart, knowledge_chart
+    from slm_transformerlens.viz.organism import ablation_chart, heard_chart, knowledge_chart
 
     evaluation, out = Path(evaluation), Path(out_dir)
     curves = pd.read_csv(evaluation / "curves.csv")
     knowledge = json.loads((evaluation / "knowledge.json").read_text(encoding="utf-8"))
-    charts = {
-        "organism_ablation": ablation_chart(curves),
+    charts = {}
+    if (evaluation / "heard.csv").exists():
+        charts["organism_ablation"] = heard_chart(pd.read_csv(evaluation / "heard.csv"))
+    charts |= {
+        "organism_rates": ablation_chart(curves),
         "organism_knowledge": knowledge_chart(knowledge_vs_transcription(curves, knowledge)),
     }
     files = {}
@@ -61,6 +69,25 @@ def write_organism_charts(
         for suffix in ("html", "png") if png else ("html",):
             files[f"{name}_{suffix}"] = save_chart(chart, out / f"{name}.{suffix}")
     return files
+
+
+def _heard_notes(evaluation: Path) -> tuple[str, ...]:
+    """The shipped evaluation's heard verdicts (``heard.csv``, ``heard_acceptance.json``), as plain notes."""
+    import pandas as pd
+
+    from slm_transformerlens.organism.report import heard_verdict_lines
+
+    if not (evaluation / "heard.csv").exists():
+        return ()
+    heard = pd.read_csv(evaluation / "heard.csv")
+    verdicts = json.loads((evaluation / "heard_acceptance.json").read_text(encoding="utf-8"))
+    lines = [line.removeprefix("- ") for line in heard_verdict_lines(heard, verdicts)]
+    return (
+        "Heard above context, read this first (shipped evaluation, every organism, held-out voice and "
+        "sentences, content words, top-10 at any unit of the span; heard = rate - rate with the word's "
+        "audio swapped for another word's, context kept; 95% paired cluster bootstrap by utterance; the "
+        "shuffled-target control is in organism_results.md): " + " ".join(lines),
+    )
 
 
 def run_organism_demo(
@@ -84,6 +111,7 @@ def run_organism_demo(
     ]
     utterances: list[Any] = [[s] for s in spoken] + mixed
     notes = (
+        *_heard_notes(shipped_root() / "evaluation"),
         "The main model organism: a 2.3M-parameter Llama (8 layers, tied embeddings) trained here with the "
         "SIMS recipe (text-LM pretraining, then interleaved speech-text training with slamkit Poisson spans) "
         "on espeak-ng speech quantised into 200 k-means units at 25 Hz. Spoken words are a held-out voice "
@@ -91,9 +119,10 @@ def run_organism_demo(
         "controls and spoken-knowledge accuracy"
         + (" (drawn in organism_ablation.html and organism_knowledge.html)" if charts else "")
         + ", and slm_transformerlens/data/organism/MODEL_CARD.md.",
-        "Read-out: the logits max-pooled over each word's unit span (positions='max', the paper's reported "
-        "read-out), content words only (the default stop list). Read at the last unit alone, the organism's "
-        "transcription rate stays near its shuffled control; organism_results.md reads 'any' position.",
+        "Read-out below: the logits max-pooled over each word's unit span (positions='max', the paper's "
+        "reported read-out), content words only (the default stop list). These rates are NOT corrected for "
+        "context: a pooled read-out has no single-guess chance level, and the heard lines above (the "
+        "swapped-audio control) say how much of it is hearing.",
     )
     result = write_lens_report(
         model,

@@ -484,4 +484,3 @@ def cluster_intervals(
     return pd.DataFrame.from_records(
         records, columns=[*by, "layer", "metric", "k", "cluster_low", "cluster_high"]
     )
-

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.organism.corpus import Fact, fact_base, grammar_sentences
 from slm_transformerlens.organism.espeak import Voice, synthesize
-from slm_transformerlens.organism.recipe import HELDOUT_VOICE, TRAIN_VOICES, Recipe
+from slm_transformerlens.organism.hear_corpus import hear_passages, longest_shared_runs
+from slm_transformerlens.organism.recipe import Recipe
 from slm_transformerlens.organism.tokenizer import sims_tokenizer_and_vocab, train_base_tokenizer
 from slm_transformerlens.organism.units import FRAME_SECONDS, KMeansUnits, mfcc_frames, phoneme_frame_labels
 from slm_transformerlens.speech.plans import poisson_span_mask
@@ -48,25 +49,32 @@ __all__ = [
     "text_pool",
 ]
 
-_SPLITS = ("train", "heldout", "fact_true", "fact_false")
+_SPLITS = ("train", "heldout", "new", "fact_true", "fact_false")
 
 
 class Rendering(dict):
     """One spoken sentence: ``text``, ``split``, ``voice``, ``units``, ``durations``, ``words`` [(w, s, e)]."""
 
 
-def _jobs(recipe: Recipe, train: list[str], heldout: list[str], facts: list[Any]) -> list[dict[str, Any]]:
+def _jobs(
+    recipe: Recipe, train: list[str], heldout: list[str], facts: list[Any], new: list[str] | None = None
+) -> list[dict[str, Any]]:
     rng = random.Random(recipe.seed + 1)
     jobs = []
+    (r0, r1), (p0, p1), (s0, s1) = recipe.voice_ranges
     for index, text in enumerate(train[: recipe.n_speech_sentences]):
         for _ in range(recipe.renderings):
-            name, variant = rng.choice(TRAIN_VOICES)
-            voice = Voice(name, variant, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 80))
+            name, variant = rng.choice(recipe.train_voices)
+            voice = Voice(name, variant, rng.randint(r0, r1), rng.randint(p0, p1), rng.randint(s0, s1))
             jobs.append({"text": text, "split": "train", "sentence": index, "voice": asdict(voice)})
-    name, variant, rate, pitch, spread = HELDOUT_VOICE
+    name, variant, rate, pitch, spread = recipe.heldout_voice
     held = asdict(Voice(name, variant, rate, pitch, spread))
     for index, text in enumerate(heldout):
         jobs.append({"text": text, "split": "heldout", "sentence": index, "voice": held})
+    name, variant, rate, pitch, spread = recipe.new_voice
+    other = asdict(Voice(name, variant, rate, pitch, spread))
+    for index, text in enumerate(new or []):
+        jobs.append({"text": text, "split": "new", "sentence": index, "voice": other})
     for index, fact in enumerate(facts[: recipe.spoken_facts]):
         jobs.append({"text": fact.sentence, "split": "fact_true", "sentence": index, "voice": held})
         jobs.append(
@@ -102,13 +110,14 @@ def _word_ranges(durations: list[int], words: list[tuple[str, float, float]]) ->
 
 
 def _render_all(
-    recipe: Recipe, jobs: list[dict[str, Any]], kmeans: KMeansUnits, progress: bool
+    recipe: Recipe, jobs: list[dict[str, Any]], kmeans: KMeansUnits | None, progress: bool
 ) -> tuple[dict[str, list[Rendering]], list[str]]:
     frames_by_kind: dict[str, list[Any]] = {"kmeans": [], "phoneme": []}
     done = []
     for job in tqdm(jobs, desc="organism: speech + units", disable=not progress):
         result, n_frames = _speak(job)
-        frames_by_kind["kmeans"].append(kmeans.predict(mfcc_frames(result.audio))[:n_frames])
+        if kmeans is not None:
+            frames_by_kind["kmeans"].append(kmeans.predict(mfcc_frames(result.audio))[:n_frames])
         frames_by_kind["phoneme"].append(phoneme_frame_labels(result.phonemes, n_frames))
         done.append((job, result.words))
     inventory = sorted(
@@ -121,7 +130,7 @@ def _render_all(
     )
     index = {p: i for i, p in enumerate(inventory)}
     silence = index.get("_", 0)
-    out: dict[str, list[Rendering]] = {"kmeans": [], "phoneme": []}
+    out: dict[str, list[Rendering]] = {k: [] for k in ("kmeans", "phoneme") if frames_by_kind[k]}
     for kind in out:
         for frames, (job, words) in zip(frames_by_kind[kind], done, strict=True):
             ids = frames if kind == "kmeans" else [index.get(p, silence) for p in frames]
@@ -303,26 +312,43 @@ def text_pool(corpus: dict[str, Any], recipe: Recipe) -> list[str]:
     return train + facts * max(1, round(recipe.fact_fraction * len(train) / len(facts)))
 
 
+def _sentences(recipe: Recipe) -> tuple[list[str], list[str], list[str]]:
+    """Training, held-out and new-speech sentences of ``recipe``'s corpus."""
+    n, held = recipe.n_text_sentences, recipe.n_heldout_sentences
+    if recipe.corpus == "grammar":
+        sentences = grammar_sentences(n + held, seed=recipe.seed)
+        return sentences[:-held], sentences[-held:], []
+    if recipe.corpus != "hear":
+        raise SLMError(f"unknown organism corpus {recipe.corpus!r}; use 'grammar' or 'hear'")
+    sentences = hear_passages(n + held, seed=recipe.seed)
+    train, heldout = sentences[:-held], sentences[-held:]
+    new = hear_passages(recipe.n_new_sentences, seed=recipe.seed + 1000, exclude=sentences)
+    return train, heldout, new
+
+
 def build_data(out_dir: str | Path, recipe: Recipe | None = None, *, progress: bool = True) -> Path:
     """Run the build stages (cached: a stage whose output exists is skipped) and return ``out_dir``."""
     recipe = recipe or Recipe()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recipe.to_json(out / "recipe.json")
-    sentences = grammar_sentences(recipe.n_text_sentences + recipe.n_heldout_sentences, seed=recipe.seed)
-    heldout, train = sentences[-recipe.n_heldout_sentences :], sentences[: -recipe.n_heldout_sentences]
+    train, heldout, new = _sentences(recipe)
     facts = fact_base(recipe.seed)
-    (out / "corpus.json").write_text(
-        json.dumps({"train": train, "heldout": heldout, "facts": [asdict(f) for f in facts]}, indent=0)
-    )
+    corpus = {"train": train, "heldout": heldout, "facts": [asdict(f) for f in facts]}
+    if new:
+        runs = {"heldout": longest_shared_runs(heldout, train), "new": longest_shared_runs(new, train)}
+        corpus |= {"new": new, "longest_shared_run": runs}
+    (out / "corpus.json").write_text(json.dumps(corpus, indent=0))
     texts = text_pool({"train": train, "facts": facts}, recipe)
     tokenizer_dir = out / "tokenizer"
     if not (tokenizer_dir / "tokenizer.json").exists():
         train_base_tokenizer(texts, tokenizer_dir, vocab_size=recipe.tokenizer_vocab)
     if not all((out / f"units_{k}.npz").exists() for k in recipe.unit_kinds):
-        jobs = _jobs(recipe, train, heldout, facts)
-        kmeans = _fit_kmeans(recipe, jobs, progress)
-        np.save(out / "kmeans.npy", kmeans.centres)
+        jobs = _jobs(recipe, train, heldout, facts, new)
+        kmeans = None
+        if "kmeans" in recipe.unit_kinds:  # a phoneme-only build skips the MFCC features
+            kmeans = _fit_kmeans(recipe, jobs, progress)
+            np.save(out / "kmeans.npy", kmeans.centres)
         renderings, inventory = _render_all(recipe, jobs, kmeans, progress)
         (out / "phonemes.json").write_text(json.dumps(inventory))
         for kind in recipe.unit_kinds:

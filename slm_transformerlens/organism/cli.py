@@ -18,7 +18,12 @@ def add_organism_parser(commands: Any) -> None:
     build.add_argument(
         "--data", default="out/organism/data", help="data directory (default out/organism/data)"
     )
-    build.add_argument("--recipe", default="full", choices=["full", "toy"], help="recipe size (default full)")
+    build.add_argument(
+        "--recipe",
+        default="full",
+        choices=["full", "toy", "hear", "hear-long", "hear-text", "hear-toy"],
+        help="full (the shipped grammar organism, default), hear (issue 21: passages that need hearing), toy sizes",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     train = stages.add_parser("train", help="phase 1 text LM + phase 2 SIMS mixture, per variant")
     train.add_argument("--data", default="out/organism/data")
@@ -123,13 +128,22 @@ def run_organism(args: argparse.Namespace) -> int:
         import json
         from pathlib import Path
 
+        import pandas as pd
+
         from slm_transformerlens.organism.evaluate import evaluate_all
         from slm_transformerlens.organism.report import format_results
 
         curves = evaluate_all(args.models, args.data, args.out)
         differences = json.loads((Path(args.out) / "differences.json").read_text())
         knowledge = json.loads((Path(args.out) / "knowledge.json").read_text())
-        report = format_results(curves, differences, knowledge)
+        out = Path(args.out)
+        heard = pd.read_csv(out / "heard.csv") if (out / "heard.csv").exists() else None
+        verdicts = (
+            json.loads((out / "heard_acceptance.json").read_text())
+            if (out / "heard_acceptance.json").exists()
+            else None
+        )
+        report = format_results(curves, differences, knowledge, heard, verdicts)
         (Path(args.out) / "results.md").write_text(report)
         print(report)
     return 0

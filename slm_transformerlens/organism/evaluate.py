@@ -7,9 +7,13 @@ text-restricted ranks and the full view):
 - ``transcription_span``: the CURRENT content word's target token is in the top-10 at any unit position
   of its span (read-out over the span); ``transcription_last``: at its last unit;
 - ``next_word``: the NEXT content word's target in the top-10 at the current word's last unit;
-- each with a shuffled-target control: the same read-outs scored against the target of a random other
-  content word of the evaluation set (a fixed seeded permutation), and a frequency prior (the 10 most
-  frequent text tokens of the training text as a constant guess);
+- each with a shuffled-target control: the same read-out scored against the targets of other content
+  words (:func:`~slm_transformerlens.lens.controls.shuffled_control`, the mean over 10 seeded
+  permutations, its interval the mean -/+ 1.96 sd over them), and a frequency prior (the 10 most frequent
+  text tokens of the training text as a constant guess; a chance level for ``transcription_last`` only);
+- heard above context (:func:`evaluate_heard`, :mod:`~slm_transformerlens.organism.heard`): each rate
+  minus the rate with the word's audio swapped for another word's, context unchanged, at read-outs
+  ``any``, ``max`` and ``last``, with a paired cluster bootstrap; the headline of the report;
 - ``mass_speech`` / ``mass_text`` / ``mass_marker``: softmax mass of each vocabulary group at spoken
   positions (full view);
 - 95% intervals: cluster bootstrap over utterances (words of one sentence are not independent);
@@ -17,14 +21,10 @@ text-restricted ranks and the full view):
   counterfactual completion scored by the mean log-probability of the completion's units (slamkit's
   length-normalised likelihood), and the same on text.
 
-The frequency prior and the cluster bootstrap are :mod:`slm_transformerlens.lens.controls`' own
-(:func:`~slm_transformerlens.lens.controls.frequency_prior_hits` with the training text's ranking, and
-:func:`~slm_transformerlens.lens.controls.cluster_bootstrap` with index draws, which reproduce the shipped
-numbers exactly). The shuffled-target control is not the lens one
-(:func:`~slm_transformerlens.lens.controls.shuffled_target_hits`): it permutes the content words of the
-span table and reads the model again (:func:`shuffled_words`), so the span read-out (``any`` position,
-which the lens control leaves NaN) and the last-unit read-out get a control with the same pooling; and
-content words are the corpus' (:func:`~slm_transformerlens.organism.corpus.is_content_word`), not
+The frequency prior, the shuffled-target control, the swapped-audio control and the cluster bootstrap
+are :mod:`slm_transformerlens.lens.controls`' own (:func:`~slm_transformerlens.lens.controls.cluster_bootstrap`
+with index draws reproduces the rates' intervals of the earlier shipped numbers); content words are the
+corpus' (:func:`~slm_transformerlens.organism.corpus.is_content_word`), not
 :class:`~slm_transformerlens.lens.controls.WordFilter`'s stop list.
 """
 
@@ -43,8 +43,15 @@ import torch
 from slm_transformerlens.lens.controls import cluster_bootstrap, frequency_prior_hits
 from slm_transformerlens.organism.build import load_renderings
 from slm_transformerlens.organism.corpus import is_content_word
+from slm_transformerlens.organism.heard import HEARD_READOUTS, acceptance, heard_curves
 
-__all__ = ["evaluate_all", "evaluate_checkpoint", "peak_difference", "shuffled_words"]
+__all__ = [
+    "evaluate_all",
+    "evaluate_checkpoint",
+    "evaluate_heard",
+    "heard_acceptance",
+    "peak_difference",
+]
 
 K = 10
 
@@ -92,27 +99,6 @@ def peak_difference(
     return point, float(low), float(high)
 
 
-def shuffled_words(spans: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """The span table with the words of content-word rows permuted among themselves (no fixed points
-    where avoidable): the shuffled-target control keeps positions and read-outs, changes only targets."""
-    out = spans.copy()
-    content = np.flatnonzero(out["word"].map(is_content_word).to_numpy())
-    rng = np.random.default_rng(seed)
-    words = out["word"].to_numpy().copy()
-    perm = rng.permutation(len(content))
-    for _ in range(20):  # re-draw fixed points (same word) a few times
-        same = words[content[perm]] == words[content]
-        if not same.any():
-            break
-        idx = np.flatnonzero(same)
-        swap = rng.permutation(len(perm))[: len(idx)]
-        perm[idx], perm[swap] = perm[swap], perm[idx]
-    shuffled = words.copy()
-    shuffled[content] = words[content[perm]]
-    out["word"] = shuffled
-    return out
-
-
 def _speech(r: dict[str, Any]) -> Any:
     from slm_transformerlens.speech.inputs import Speech
 
@@ -140,7 +126,7 @@ def _table(model: Any, batches: list[Any], spans_list: list[pd.DataFrame]) -> pd
         model,
         items,
         positions="every",
-        views=("text", "full"),
+        views=("full",),
         ks=(K,),
         top_k=3,
         token_strings=False,
@@ -163,19 +149,12 @@ def _frequency_prior(data_dir: Path, tokenizer: Any) -> list[int]:
     return [t for t, _ in firsts.most_common()]
 
 
-def _rates(
-    table: pd.DataFrame, spans: pd.DataFrame, *, rank: str, word: str, last_only: bool, any_pool: bool
-) -> pd.DataFrame:
-    """Per (utterance, word, layer) hits of the text view, content words only."""
-    t = table[(table["view"] == "text") & table[rank].notna()].copy()
+def _hits(table: pd.DataFrame, *, rank: str, word: str) -> pd.DataFrame:
+    """Per (utterance, word, layer) top-10 hits of a read-out table (text view), content words only."""
+    t = table[table[rank].notna()]
     t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w))]
-    if last_only:
-        last = spans.set_index(["utterance", "word_index"])["last"]
-        keys = list(zip(t["utterance"], t["word_index"], strict=True))
-        t = t[np.asarray([last.get(k, -1) for k in keys]) == t["position"].to_numpy()]
-    t["hit"] = (t[rank].astype("float64") < K).astype(float)
-    grouped = t.groupby(["utterance", "word_index", "layer"])["hit"]
-    return (grouped.max() if any_pool else grouped.mean()).reset_index()
+    hit = (t[rank].astype("float64") < K).astype(float)
+    return t[["utterance", "word_index", "layer"]].assign(hit=hit.to_numpy()).reset_index(drop=True)
 
 
 def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
@@ -193,6 +172,49 @@ def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _readout_tables(model: Any, batches: list[Any]) -> dict[str, pd.DataFrame]:
+    """The text-view read-out tables: ``any`` unit of each word's span and its ``last`` unit."""
+    from slm_transformerlens.lens import transcription_table
+
+    kwargs = {"views": ("text",), "ks": (K,), "top_k": K, "token_strings": False, "progress": False}
+    return {p: transcription_table(model, batches, positions=p, **kwargs) for p in ("any", "last")}
+
+
+def _shuffled_curves(tables: dict[str, pd.DataFrame], *, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The shuffled-target control of each metric (:func:`~slm_transformerlens.lens.controls.shuffled_control`,
+    the mean over 10 seeded permutations among content words, same read-out): ``transcription_span`` at any
+    unit of the span, ``transcription_last`` and ``next_word`` at the last unit. ``ci_low`` / ``ci_high``
+    are the mean -/+ 1.96 standard deviations over the permutations (their spread, not a bootstrap)."""
+    from slm_transformerlens.lens import controls
+
+    def content(table: pd.DataFrame, column: str) -> pd.DataFrame:
+        return table[table[column].map(lambda w: isinstance(w, str) and is_content_word(w))]
+
+    specs = {
+        "transcription_span": ("any", "word", "transcription", "rank"),
+        "transcription_last": ("last", "word", "transcription", "rank"),
+        "next_word": ("last", "next_word", "next_word", "next_rank"),
+    }
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, (positions, column, metric, rank) in specs.items():
+        table = content(tables[positions], column)
+        table = table[table[rank].notna()]
+        control = controls.shuffled_control(table, ks=(K,), n_permutations=10, seed=seed, by=("view",))
+        control = control[control["metric"] == metric]
+        counts = table.groupby("layer").size()
+        out[name] = [
+            {
+                "layer": int(r.layer),
+                "rate": float(r.shuffled_rate),
+                "ci_low": float(r.shuffled_rate - 1.96 * r.shuffled_sd),
+                "ci_high": float(r.shuffled_rate + 1.96 * r.shuffled_sd),
+                "n": int(counts.get(r.layer, 0)),
+            }
+            for r in control.itertuples()
+        ]
+    return out
 
 
 def _completion_scores(model: Any, utterances: list[Any], batch_size: int = 64) -> list[float]:
@@ -267,32 +289,24 @@ def evaluate_checkpoint(
         encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
         batches.append(encoded)
         spans_true.append(encoded.word_spans)
-    all_spans = pd.concat([s.assign(batch_index=i) for i, s in enumerate(spans_true)], ignore_index=True)
-    shuffled = shuffled_words(all_spans, seed=seed)
-    spans_control = [
-        shuffled[shuffled["batch_index"] == i].drop(columns="batch_index") for i in range(len(batches))
-    ]
-    true_table = _table(model, batches, spans_true)
-    control_table = _table(model, batches, spans_control)
-    global_spans = pd.concat(
-        [s.assign(utterance=s["utterance"] + i * batch_size) for i, s in enumerate(spans_true)],
-        ignore_index=True,
-    )
+    full_table = _table(model, batches, spans_true)  # modality masses at every spoken position
+    tables = _readout_tables(model, batches)
     curves: list[dict[str, Any]] = []
     hits_by_metric: dict[str, pd.DataFrame] = {}
     specs = {
-        "transcription_span": ("rank", "word", False, True),
-        "transcription_last": ("rank", "word", True, True),
-        "next_word": ("next_rank", "next_word", True, True),
+        "transcription_span": ("rank", "word", "any"),
+        "transcription_last": ("rank", "word", "last"),
+        "next_word": ("next_rank", "next_word", "last"),
     }
+    shuffled = _shuffled_curves(tables, seed=seed)
     prior = _frequency_prior(data_dir, model.tokenizer)
-    for name, (rank, word, last_only, any_pool) in specs.items():
-        for suffix, table in (("", true_table), ("_shuffled", control_table)):
-            hits = _rates(table, global_spans, rank=rank, word=word, last_only=last_only, any_pool=any_pool)
-            hits_by_metric[name + suffix] = hits
-            curves += _curve(hits, name + suffix, seed)
+    for name, (rank, word, positions) in specs.items():
+        hits = _hits(tables[positions], rank=rank, word=word)
+        hits_by_metric[name] = hits
+        curves += _curve(hits, name, seed)
+        curves += [row | {"metric": name + "_shuffled"} for row in shuffled[name]]
         # frequency prior: a constant top-10 guess of the most frequent text tokens
-        t = true_table[(true_table["view"] == "text") & (true_table["layer"] == true_table["layer"].min())]
+        t = tables["any"][tables["any"]["layer"] == tables["any"]["layer"].min()]
         target = "target_id" if rank == "rank" else "next_target_id"
         t = t[t[word].map(lambda w: isinstance(w, str) and is_content_word(w)) & t[target].notna()]
         t = t.drop_duplicates(["utterance", "word_index"])
@@ -309,7 +323,7 @@ def evaluate_checkpoint(
                 "n": len(hit),
             }
         )
-    full = true_table[true_table["view"] == "full"]
+    full = full_table[full_table["view"] == "full"]
     for group in [c for c in full.columns if c.startswith("mass_")]:
         for layer, g in full.groupby("layer"):
             mean, low, high = _mean_interval(g[group].to_numpy(), g["utterance"].to_numpy(), seed=seed)
@@ -337,10 +351,60 @@ def evaluate_checkpoint(
     }
 
 
-def evaluate_all(
-    models_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, threads: int | None = 1
+def evaluate_heard(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    *,
+    splits: tuple[str, ...] = ("heldout", "new"),
+    readouts: tuple[str, ...] = HEARD_READOUTS,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``.
+    """Heard above context (:func:`~slm_transformerlens.organism.heard.heard_curves`) of one checkpoint on
+    each test split present in ``data_dir`` (``heldout``: held-out sentences, held-out voice; ``new``: new
+    passages in a second unseen voice, ``hear`` recipe only). Columns ``split, readout, layer, n, rate,
+    swapped_rate, heard, heard_low, heard_high``."""
+    import slm_transformerlens as slt
+
+    checkpoint, data_dir = Path(checkpoint), Path(data_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    kind = config.get("organism", {}).get("unit_kind", "kmeans")
+    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    renderings = load_renderings(data_dir, kind)
+    frames = []
+    for split in splits:
+        dataset = [_speech(r) for r in renderings if r["split"] == split and r["words"]]
+        if dataset:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                curves = heard_curves(model, dataset, readouts=readouts, seed=seed)
+            frames.append(curves.assign(split=split))
+    return pd.concat(frames, ignore_index=True)
+
+
+def heard_acceptance(heard: pd.DataFrame, *, main: str, baselines: tuple[str, ...]) -> dict[str, Any]:
+    """Issue 21's acceptance per test split (``heard`` with a ``model`` column): at some layer strictly
+    between the first and the last, ``main``'s heard 95% lower bound (read-out ``any``) is above 0 and
+    above every baseline's best heard."""
+    out = {}
+    for split, part in heard.groupby("split"):
+        present = [b for b in baselines if b in set(part["model"])]
+        out[str(split)] = acceptance(
+            part[part["model"] == main], {b: part[part["model"] == b] for b in present}
+        ) | {"main": main}
+    return out
+
+
+def evaluate_all(
+    models_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    threads: int | None = 1,
+    heard: bool = True,
+) -> pd.DataFrame:
+    """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``, and
+    with ``heard`` (default) ``heard.csv`` (every read-out, every test split) and ``heard_acceptance.json``
+    (issue 21's criterion for each ``main_{units}`` against its ``random_init`` / ``untrained_units``).
 
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
     threads are much slower).
@@ -352,7 +416,7 @@ def evaluate_all(
         torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    frames, knowledge, hits = [], {}, {}
+    frames, knowledge, hits, heard_frames = [], {}, {}, []
     for checkpoint in sorted(p.parent for p in Path(models_dir).glob("*/config.json")):
         result = evaluate_checkpoint(checkpoint, data_dir)
         frame = pd.DataFrame(result["curves"]).assign(model=checkpoint.name)
@@ -364,6 +428,8 @@ def evaluate_all(
             "n_layers": result["n_layers"],
         }
         hits[checkpoint.name] = result["hits"]["transcription_span"]
+        if heard:
+            heard_frames.append(evaluate_heard(checkpoint, data_dir).assign(model=checkpoint.name))
         print(f"evaluated {checkpoint.name}", flush=True)
     curves = pd.concat(frames, ignore_index=True)
     curves.to_csv(out / "curves.csv", index=False)
@@ -377,4 +443,15 @@ def evaluate_all(
             )
     (out / "knowledge.json").write_text(json.dumps(knowledge, indent=2))
     (out / "differences.json").write_text(json.dumps(differences, indent=2))
+    if heard_frames:
+        table = pd.concat(heard_frames, ignore_index=True)
+        table.to_csv(out / "heard.csv", index=False)
+        verdicts = {
+            main: heard_acceptance(
+                table, main=main, baselines=(f"random_init_{kind}", f"untrained_units_{kind}")
+            )
+            for kind in sorted({info["unit_kind"] for info in knowledge.values()})
+            if (main := f"main_{kind}") in knowledge
+        }
+        (out / "heard_acceptance.json").write_text(json.dumps(verdicts, indent=2))
     return curves

@@ -7,11 +7,21 @@ torch / transformers / safetensors / numpy / pandas / tokenizers.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HELDOUT_VOICE", "TRAIN_VOICES", "VARIANTS", "Recipe", "Variant"]
+__all__ = [
+    "HEAR_HELDOUT_VOICE",
+    "HEAR_NEW_VOICE",
+    "HEAR_TRAIN_VOICES",
+    "HELDOUT_VOICE",
+    "RECIPES",
+    "TRAIN_VOICES",
+    "VARIANTS",
+    "Recipe",
+    "Variant",
+]
 
 #: espeak voices (language voice, variant) used for training; rate / pitch / range are drawn per utterance.
 TRAIN_VOICES: tuple[tuple[str, str], ...] = (
@@ -26,6 +36,20 @@ TRAIN_VOICES: tuple[tuple[str, str], ...] = (
 )
 #: The evaluation voice: a language voice and a variant never used in training, at fixed settings.
 HELDOUT_VOICE: tuple[str, str, int, int, int] = ("en-GB-x-rp", "m7", 165, 50, 50)
+#: The ``hear`` recipe's training voices: American, New York, Caribbean and Scottish accents only.
+HEAR_TRAIN_VOICES: tuple[tuple[str, str], ...] = (
+    ("en-US", "m1"),
+    ("en-US", "f2"),
+    ("en-US-nyc", "m4"),
+    ("en-029", "f1"),
+    ("en-GB-scotland", "m3"),
+    ("en-US", "m2"),
+)
+#: The ``hear`` recipe's held-out voice: an English RP accent (no British voice is trained) with rate,
+#: pitch and range outside the training ranges.
+HEAR_HELDOUT_VOICE: tuple[str, str, int, int, int] = ("en-GB-x-rp", "m7", 230, 88, 92)
+#: The ``hear`` recipe's second unseen voice, speaking new passages: Lancashire accent, low and slow.
+HEAR_NEW_VOICE: tuple[str, str, int, int, int] = ("en-GB-x-gbclan", "f5", 115, 10, 95)
 
 
 @dataclass(frozen=True)
@@ -69,7 +93,9 @@ class Recipe:
 
     name: str = "full"
     seed: int = 0
-    # corpus
+    # corpus: "grammar" (the template grammar; the shipped organism) or "hear" (issue 21's passages)
+    corpus: str = "grammar"
+    n_new_sentences: int = 0  # new passages spoken by ``new_voice`` (a second unseen-voice test set)
     n_text_sentences: int = 30000
     n_heldout_sentences: int = 240
     fact_fraction: float = 0.1
@@ -81,6 +107,10 @@ class Recipe:
     kmeans_units: int = 200
     unit_kinds: tuple[str, ...] = ("kmeans", "phoneme")
     spoken_facts: int = 1000  # facts spoken by the held-out voice (all of them in the full recipe)
+    train_voices: tuple[tuple[str, str], ...] = TRAIN_VOICES
+    voice_ranges: tuple[tuple[int, int], ...] = ((130, 210), (25, 75), (20, 80))  # rate, pitch, range
+    heldout_voice: tuple[str, str, int, int, int] = HELDOUT_VOICE
+    new_voice: tuple[str, str, int, int, int] = HEAR_NEW_VOICE
     # sequences
     seq_len: int = 256
     interleave_mean_span: float = 10.0
@@ -103,9 +133,40 @@ class Recipe:
 
     @classmethod
     def preset(cls, name: str) -> Recipe:
-        """``"full"`` (shipped models) or ``"toy"`` (seconds; tests)."""
+        """``"full"`` (the shipped grammar organism), ``"hear"`` (issue 21's passages, phoneme units, a CPU
+        budget), ``"toy"`` / ``"hear-toy"`` (seconds; tests)."""
         if name == "full":
             return cls()
+        if name in ("hear", "hear-toy", "hear-long", "hear-text"):
+            hear = cls(
+                name="hear",
+                corpus="hear",
+                n_text_sentences=20000,
+                n_heldout_sentences=240,
+                n_new_sentences=240,
+                n_speech_sentences=8000,
+                renderings=2,
+                unit_kinds=("phoneme",),
+                shipped_units="phoneme",
+                train_voices=HEAR_TRAIN_VOICES,
+                heldout_voice=HEAR_HELDOUT_VOICE,
+                n_layers=6,
+                phase1_tokens=300_000,
+                phase2_tokens=600_000,
+                variants=("main", "random_init", "untrained_units"),
+            )
+            if name == "hear":
+                return hear
+            if name == "hear-long":  # the same data and phase 1, 3x the phase-2 tokens
+                return replace(hear, name="hear-long", phase2_tokens=1_800_000)
+            if name == "hear-text":  # the same data and phase 2, 4x the phase-1 (text LM) tokens
+                return replace(hear, name="hear-text", phase1_tokens=1_200_000)
+            return replace(
+                hear,
+                name="hear-toy",
+                **{f.name: getattr(cls.preset("toy"), f.name) for f in fields(cls) if f.name in _TOY_SIZES},
+                n_new_sentences=12,
+            )
         if name == "toy":
             return cls(
                 name="toy",
@@ -127,7 +188,7 @@ class Recipe:
                 phase2_tokens=4096,
                 warmup_steps=2,
             )
-        raise ValueError(f"unknown recipe {name!r}; use 'full' or 'toy'")
+        raise ValueError(f"unknown recipe {name!r}; use one of {list(RECIPES)}")
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
@@ -136,5 +197,33 @@ class Recipe:
     def from_json(cls, path: str | Path) -> Recipe:
         data = json.loads(Path(path).read_text())
         known = {f.name for f in fields(cls)}
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        data = {k: _tuples(v) for k, v in data.items() if k in known}
         return cls(**data)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the recipe's (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+#: The recipe presets (``slm-lens organism build --recipe``).
+RECIPES: tuple[str, ...] = ("full", "toy", "hear", "hear-long", "hear-text", "hear-toy")
+_TOY_SIZES = frozenset(
+    [
+        "n_text_sentences",
+        "n_heldout_sentences",
+        "tokenizer_vocab",
+        "n_speech_sentences",
+        "renderings",
+        "spoken_facts",
+        "seq_len",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "d_mlp",
+        "batch_size",
+        "phase1_tokens",
+        "phase2_tokens",
+        "warmup_steps",
+    ]
+)

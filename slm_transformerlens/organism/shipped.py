@@ -93,6 +93,7 @@ def export_eval_data(data_dir: str | Path, out_dir: str | Path, kinds: tuple[str
     corpus = json.loads((data / "corpus.json").read_text())
     counts = Counter(w for s in corpus["train"] for w in s.split() if is_content_word(w))
     slim = {"heldout": corpus["heldout"], "facts": corpus["facts"], "content_counts": dict(counts)}
+    slim |= {k: corpus[k] for k in ("new", "longest_shared_run") if k in corpus}  # the hear recipe's
     (out / "corpus.json").write_text(json.dumps(slim))
     for kind in kinds:
         renderings = [r for r in load_renderings(data, kind) if r["split"] != "train"]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from slm_transformerlens.viz.charts import import_altair
 
-__all__ = ["ablation_chart", "knowledge_chart"]
+__all__ = ["ablation_chart", "heard_chart", "knowledge_chart"]
 
 #: The legend's names of the two read-outs of :func:`ablation_chart`.
 _SERIES = ("read-out", "shuffled targets")
@@ -107,6 +107,71 @@ def ablation_chart(
         f"bands: 95% intervals; dashed: shuffled-target control; grey dotted: frequency prior {prior_text}",
     ]
     return alt.layer(*layers).properties(width=460, height=280, title=alt.TitleParams(lines_of_title))
+
+
+def heard_chart(
+    heard: pd.DataFrame,
+    *,
+    readout: str = "any",
+    split: str = "heldout",
+    models: Sequence[str] | None = None,
+    k: int = 10,
+    title: str | None = None,
+) -> Any:
+    """Heard above context per layer of every model: ``rate - swapped_rate`` with its 95% paired interval.
+
+    Each model has one colour: a solid line (heard) in its interval band; the zero rule in grey (heard = 0:
+    the read-out is what context alone gives, the swapped-audio control).
+
+    Args:
+        heard: the evaluation's ``heard.csv`` (columns ``model, split, readout, layer, n, rate,
+            swapped_rate, heard, heard_low, heard_high``).
+        readout: ``"any"`` (headline), ``"max"`` or ``"last"``.
+        split: the test set (``"heldout"``; ``"new"`` for the ``hear`` recipe's second unseen voice).
+        models: which models, in this order (default: all, sorted).
+        k: the top-k of the evaluation (axis title only).
+    """
+    alt = import_altair()
+    df = heard[(heard["readout"] == readout) & (heard["split"] == split)]
+    models = sorted(df["model"].unique()) if models is None else list(models)
+    df = df[df["model"].isin(models)][
+        ["model", "layer", "n", "rate", "swapped_rate", "heard", "heard_low", "heard_high"]
+    ].reset_index(drop=True)
+    if df.empty:
+        raise ValueError(f"no heard rows for read-out {readout!r}, split {split!r}, models {models}")
+    color = alt.Color(
+        "model:N", title="model", sort=models, legend=alt.Legend(symbolType="stroke", symbolStrokeWidth=2)
+    )
+    x = alt.X("layer:Q", title="layer", axis=alt.Axis(tickMinStep=1))
+    tooltip = [
+        "model:N",
+        "layer:Q",
+        *(
+            alt.Tooltip(f"{c}:Q", format=".3f")
+            for c in ("heard", "heard_low", "heard_high", "rate", "swapped_rate")
+        ),
+        "n:Q",
+    ]
+    y = alt.Y("heard:Q", title=f"heard = top-{k} rate - swapped-audio rate")
+    lines = alt.Chart(df).mark_line().encode(x=x, y=y, color=color)
+    points = (
+        alt.Chart(df).mark_point(filled=True, size=25).encode(x=x, y="heard:Q", color=color, tooltip=tooltip)
+    )
+    band = (
+        alt.Chart(df)
+        .mark_area(opacity=0.15)
+        .encode(x=x, y=alt.Y("heard_low:Q", stack=None), y2="heard_high:Q", color=color)
+    )
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="grey").encode(y="zero:Q")
+    n_text = ", ".join(f"{n:,}" for n in sorted(df["n"].unique()))
+    lines_of_title = [
+        title or f"heard above context per layer ({split}, read-out {readout}; n = {n_text} content words)",
+        "heard = rate - rate with each word's audio swapped for another word's (context kept); "
+        "bands: 95% paired cluster bootstrap by utterance; grey: 0",
+    ]
+    return alt.layer(lines, points, band, zero).properties(
+        width=460, height=280, title=alt.TitleParams(lines_of_title)
+    )
 
 
 def knowledge_chart(table: pd.DataFrame, *, chance: float = 0.5, title: str | None = None) -> Any:

@@ -17,7 +17,7 @@ from slm_transformerlens.apps.organism_demo import write_organism_charts
 from slm_transformerlens.lens import wilson_interval
 from slm_transformerlens.organism.report import format_results, knowledge_vs_transcription
 from slm_transformerlens.organism.shipped import shipped_models, shipped_root
-from slm_transformerlens.viz.organism import ablation_chart, knowledge_chart
+from slm_transformerlens.viz.organism import ablation_chart, heard_chart, knowledge_chart
 
 EVALUATION = shipped_root() / "evaluation"
 
@@ -121,15 +121,30 @@ def test_results_table_is_unchanged_by_the_knowledge_table(
     curves: pd.DataFrame, knowledge: dict[str, Any]
 ) -> None:
     differences = json.loads((EVALUATION / "differences.json").read_text())
-    assert (
-        format_results(curves, differences, knowledge).strip()
-        == (EVALUATION / "results.md").read_text().strip()
-    )
+    heard = pd.read_csv(EVALUATION / "heard.csv")
+    verdicts = json.loads((EVALUATION / "heard_acceptance.json").read_text())
+    report = format_results(curves, differences, knowledge, heard, verdicts)
+    assert report.strip() == (EVALUATION / "results.md").read_text().strip()
+    assert report.startswith("## Heard above context")  # heard first, what holds in plain words
+
+
+def test_heard_chart_draws_every_heard_row_with_its_interval() -> None:
+    heard = pd.read_csv(EVALUATION / "heard.csv")
+    chart = heard_chart(heard)
+    lines, _points, band, zero = (rows for _, rows in figure_layers(chart))
+    expected = heard[(heard["readout"] == "any") & (heard["split"] == "heldout")]
+    assert set(shipped_models()) <= set(expected["model"])
+    merged = lines.merge(expected, on=["model", "layer"], suffixes=("", "_csv"))
+    assert len(merged) == len(expected) == len(lines)
+    for column in ("heard", "heard_low", "heard_high"):
+        assert np.allclose(merged[column], merged[column + "_csv"])
+    assert np.allclose(band["heard_low"], lines["heard_low"]) and zero["zero"].tolist() == [0.0]
+    assert "n = 1,563" in title_of(chart)
 
 
 def test_write_organism_charts(tmp_path: Path) -> None:
     files = write_organism_charts(EVALUATION, tmp_path, png=False)
-    assert sorted(files) == ["organism_ablation_html", "organism_knowledge_html"]
+    assert sorted(files) == ["organism_ablation_html", "organism_knowledge_html", "organism_rates_html"]
     for path in files.values():
         html = path.read_text()
         assert "<script" in html and "cdn." not in html  # self-contained
