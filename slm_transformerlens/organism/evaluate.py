@@ -345,9 +345,12 @@ def evaluate_all(
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
     threads are much slower).
     """
+    from slm_transformerlens.apps.output import claim_output_files
     from slm_transformerlens.organism.inputs import check_evaluation_inputs
 
     check_evaluation_inputs(models_dir, data_dir)
+    written = ("curves.csv", "knowledge.json", "differences.json", "heard.csv", "heard_acceptance.json")
+    claim_output_files(out_dir, (*written, "results.md"))  # results.md: `organism evaluate` writes it
     if threads:
         torch.set_num_threads(threads)
     out = Path(out_dir)
