@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slm_transformerlens.apps import output
+from slm_transformerlens import outputs as output
 from slm_transformerlens.apps.compare import compare_models
-from slm_transformerlens.apps.output import RECORD, claim_output_files, output_path
 from slm_transformerlens.apps.report import write_lens_report
 from slm_transformerlens.errors import OutputError
 from slm_transformerlens.lens import LensProtocol
+from slm_transformerlens.outputs import RECORD, claim_output_files, output_path
 from slm_transformerlens.speech.inputs import Speech, Text
 
 WORDS = ["the", "little", "girl", "went", "to", "the", "forest"]

@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from slm_transformerlens.apps.output import claim_output_files
 from slm_transformerlens.apps.report import report_headline, swapped_control
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.lens import peak_layers
 from slm_transformerlens.lens.base import Lens
 from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
+from slm_transformerlens.outputs import claim_output_files
 
 __all__ = [
     "CompareError",

@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from slm_transformerlens.apps.output import claim_output_files, output_path, prepare_output_folder
 from slm_transformerlens.lens import (
     LogitLens,
     lens_table,
@@ -27,6 +26,7 @@ from slm_transformerlens.lens.base import Lens, LensError
 from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
 from slm_transformerlens.lens.readout import TokenNamer
+from slm_transformerlens.outputs import claim_output_files, output_path, prepare_output_folder
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import as_encoded_batch
 
@@ -60,7 +60,7 @@ _RATE_COLUMNS = (
 
 
 #: The files :func:`write_lens_report` writes (names and patterns, see
-#: :func:`~slm_transformerlens.apps.output.claim_output_files`): a file of these names that the package
+#: :func:`~slm_transformerlens.outputs.claim_output_files`): a file of these names that the package
 #: did not write is never overwritten.
 REPORT_FILES = (
     "report.md",

@@ -30,7 +30,6 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from slm_transformerlens.apps.output import RECORD, claim_output_files
 from slm_transformerlens.apps.report import (
     ReportFiles,
     prepare_output_folder,
@@ -40,6 +39,7 @@ from slm_transformerlens.apps.report import (
 from slm_transformerlens.errors import OutputError, SLMError
 from slm_transformerlens.lens.base import Lens
 from slm_transformerlens.lens.protocol import LensProtocol
+from slm_transformerlens.outputs import RECORD, claim_output_files
 
 __all__ = [
     "ON_ERROR",

@@ -345,8 +345,8 @@ def evaluate_all(
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
     threads are much slower).
     """
-    from slm_transformerlens.apps.output import claim_output_files
     from slm_transformerlens.organism.inputs import check_evaluation_inputs
+    from slm_transformerlens.outputs import claim_output_files
 
     check_evaluation_inputs(models_dir, data_dir)
     written = ("curves.csv", "knowledge.json", "differences.json", "heard.csv", "heard_acceptance.json")
