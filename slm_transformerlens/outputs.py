@@ -122,7 +122,7 @@ def claim_output_files(out_dir: str | Path, names: Iterable[str], *, known: Iter
         shown = ", ".join(clash[:4]) + (f" and {len(clash) - 4} more" if len(clash) > 4 else "")
         raise OutputError(
             f"{out} holds {shown}, which slm-lens did not write and this command would overwrite; nothing "
-            "was written: pass another output folder (--out / out_dir=), or move the file elsewhere"
+            "was written: pass out_dir= another output folder, or move the file elsewhere"
         )
     if exact:
         folder = str(out.resolve())

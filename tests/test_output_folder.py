@@ -46,7 +46,9 @@ def _utterances(model, n: int = 2) -> list:
 
 def test_claim_refuses_a_users_file_and_records_its_own(tmp_path: Path, monkeypatch) -> None:
     out = _user_folder(tmp_path / "out")
-    with pytest.raises(OutputError, match=r"report\.md, which slm-lens did not write.*another output folder"):
+    with pytest.raises(
+        OutputError, match=r"report\.md, which slm-lens did not write.*out_dir= another output folder"
+    ):
         claim_output_files(out, ["summary.csv", "report.md"])
     with pytest.raises(OutputError, match=r"figure\.png"):
         claim_output_files(out, ["*.png"])  # a pattern checks every file it matches
