@@ -90,10 +90,7 @@ def _analyze(args: argparse.Namespace) -> int:
         **{key: getattr(args, key) for key in ("hubert", "hubert_layer", "quantizer", "no_resample")},
         **({"units": "organism"} if args.units == "organism" else {}),  # older manifests have no key
     }
-    if args.lens == "patchscope" and args.tuned_lens:
-        raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
-    if args.patchscope_prompt and args.lens != "patchscope":
-        raise LensError("--patchscope-prompt needs --lens patchscope")
+    _check_lens_options(args)
     if args.lens == "patchscope":
         settings |= {"lens": "patchscope", "patchscope_prompt": args.patchscope_prompt}
     result = run_analysis(
@@ -129,6 +126,16 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_lens_options(args: argparse.Namespace) -> None:
+    """``--lens`` / ``--patchscope-prompt`` (and ``--tuned-lens`` where the command has it) agree."""
+    from slm_transformerlens.lens import LensError
+
+    if args.lens == "patchscope" and getattr(args, "tuned_lens", None):
+        raise LensError("--lens patchscope and --tuned-lens are two lenses: pass one of them")
+    if args.patchscope_prompt and args.lens != "patchscope":
+        raise LensError("--patchscope-prompt needs --lens patchscope")
+
+
 def _patchscope_lens(prompt: str | None, precision: str, model: Any) -> Any:
     """``--lens patchscope``: a :class:`~slm_transformerlens.lens.PatchscopeLens` with ``prompt`` (a name
     or a template with one ``{x}``; default the identity prompt)."""
@@ -151,6 +158,22 @@ def _make_lens(path: str | None, loader: Any, logit_lens: Any, precision: str, m
     lens = lens if lens is not None else logit_lens(model)
     lens.readout_precision = precision
     return lens
+
+
+def _add_lens_options(parser: argparse.ArgumentParser, logit: str = "logit (default)") -> None:
+    """``--lens logit|patchscope`` and ``--patchscope-prompt`` (``logit``: the help of the default)."""
+    parser.add_argument(
+        "--lens",
+        default="logit",
+        choices=["logit", "patchscope"],
+        help=f"{logit} or patchscope (each residual written into a text prompt at its layer and read as "
+        "the prompt's next token, see README 'Patchscope read-out')",
+    )
+    parser.add_argument(
+        "--patchscope-prompt",
+        help="the patchscope's target prompt: 'identity' (default: 'cat cat ; dog dog ; hello hello ; {x}') "
+        "or a template holding the placeholder {x} once",
+    )
 
 
 def _check_device_options(args: argparse.Namespace) -> None:
@@ -335,6 +358,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     _check_batching(args)
     _check_device_options(args)
+    _check_lens_options(args)
     items = None
     if args.knowledge:
         items = read_knowledge(args.knowledge, _columns(args.columns))
@@ -348,6 +372,9 @@ def _compare(args: argparse.Namespace) -> int:
         knowledge_mode=args.mode,
         speech_tokenizer=_speech_tokenizer(args) if items else None,
         protocol=_protocol(args),
+        make_lens=partial(_patchscope_lens, args.patchscope_prompt, "auto")
+        if args.lens == "patchscope"
+        else None,
         charts=not args.no_charts,
         png=not args.no_png,
         progress=not args.quiet,
@@ -601,18 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--tuned-lens", help="a tuned lens folder saved by TunedLens.save (default: logit lens)"
     )
-    analyze.add_argument(
-        "--lens",
-        default="logit",
-        choices=["logit", "patchscope"],
-        help="logit (default; the tuned lens with --tuned-lens) or patchscope (each residual written into a "
-        "text prompt at its layer and read as the prompt's next token, see README 'Patchscope read-out')",
-    )
-    analyze.add_argument(
-        "--patchscope-prompt",
-        help="the patchscope's target prompt: 'identity' (default: 'cat cat ; dog dog ; hello hello ; {x}') "
-        "or a template holding the placeholder {x} once",
-    )
+    _add_lens_options(analyze, "logit (default; the tuned lens with --tuned-lens)")
     _add_device_options(analyze)
     analyze.add_argument(
         "--readout-precision",
@@ -674,6 +690,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(compare)
     _add_knowledge_options(compare, "--knowledge-mode")
+    _add_lens_options(compare)
     _add_protocol_options(compare)
     _add_output_options(compare, "out/compare")
     compare.set_defaults(handler=_compare)

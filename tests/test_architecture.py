@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
             "patching",
             "checks",
             "jsonfile",
+            "outputs",
             "safe_pickle",
             "knowledge",
             "interop",

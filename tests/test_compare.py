@@ -112,3 +112,52 @@ def test_cli_compare_with_unit_files_and_knowledge(two_checkpoints, tmp_path, ca
     report = (out / "report.md").read_text()
     assert "pooling `any`" in report and "stop words excluded" in report
     assert (out / "knowledge.csv").is_file() and (out / "rates.html").is_file()
+
+
+def test_compare_reads_with_the_lens_it_is_given(two_checkpoints, tmp_path):
+    """compare_models(make_lens=PatchscopeLens) gives each model the per-layer rates of transcription_table
+    read with that lens directly (hits counted by hand), not the logit lens's."""
+    import slm_transformerlens as slt
+    from slm_transformerlens.lens import PatchscopeLens, transcription_table
+
+    k = 100  # a rate away from 0 on a random model (the text vocabulary has ~400 tokens)
+    protocol = LensProtocol(k=k, ks=(k,), controls=False, swapped_audio=False, n_boot=50)
+    result = compare_models(
+        two_checkpoints,
+        _utterances,
+        tmp_path / "cmp",
+        names=["deep", "shallow"],
+        protocol=protocol,
+        make_lens=lambda model: PatchscopeLens(model, progress=False),
+        charts=False,
+        progress=False,
+    )
+    assert "read-out: PatchscopeLens" in result.report.read_text()
+    for name, path in zip(["deep", "shallow"], two_checkpoints, strict=True):
+        model = slt.load(path, progress=False)
+        rows = result.summary[(result.summary["model"] == name) & (result.summary["k"] == k)]
+        for lens, same in ((PatchscopeLens(model, progress=False), True), (None, False)):
+            table = transcription_table(model, _utterances(model), lens=lens, views=("text",), progress=False)
+            table = table[table["modality"] == "speech"]
+            for metric, rank in (("transcription", "rank"), ("next_word", "next_rank")):
+                got = rows[rows["metric"] == metric].set_index("layer")["rate"]
+                ranks = table.dropna(subset=[rank])
+                expected = (ranks[rank] < k).groupby(ranks["layer"]).mean()
+                assert len(got) == model.cfg.n_layers and (got > 0).any()
+                assert np.allclose(got.sort_index(), expected.sort_index()) == same, (name, metric, lens)
+
+
+def test_cli_compare_lens_options(two_checkpoints, tmp_path, capsys):
+    files = []
+    for i in range(2):
+        path = tmp_path / f"utt{i}.json"
+        aligned = [[w, 0.12 * j, 0.12 * (j + 1)] for j, w in enumerate(WORDS)]
+        units = np.random.default_rng(i).integers(0, 400, 21).tolist()
+        path.write_text(json.dumps({"units": units, "aligned_text": aligned}))
+        files.append(str(path))
+    argv = ["compare", *map(str, two_checkpoints), "--data", *files, "--names", "a", "b", "--quiet"]
+    argv += ["--no-charts", "--controls", "none", "--out", str(tmp_path / "out")]
+    assert main([*argv, "--patchscope-prompt", "identity"]) == 2
+    assert "--patchscope-prompt needs --lens patchscope" in capsys.readouterr().err
+    assert main([*argv, "--lens", "patchscope", "--patchscope-prompt", "cat cat ; {x}"]) == 0
+    assert "read-out: PatchscopeLens" in (tmp_path / "out" / "report.md").read_text()

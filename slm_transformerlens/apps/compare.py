@@ -24,8 +24,10 @@ from tqdm.auto import tqdm
 from slm_transformerlens.apps.report import report_headline, swapped_control
 from slm_transformerlens.errors import SLMError
 from slm_transformerlens.lens import peak_layers
+from slm_transformerlens.lens.base import Lens
 from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
+from slm_transformerlens.outputs import claim_output_files
 
 __all__ = [
     "CompareError",
@@ -121,6 +123,7 @@ def compare_models(
     knowledge_mode: str = "speech",
     speech_tokenizer: Any = None,
     protocol: LensProtocol | None = None,
+    make_lens: Callable[[Any], Lens] | None = None,
     charts: bool = True,
     png: bool = False,
     progress: bool = True,
@@ -131,7 +134,8 @@ def compare_models(
         checkpoints: checkpoint directories.
         data: the utterances, or a function ``model -> utterances`` (units depend on the model's vocabulary,
             e.g. ``lambda m: load_speech_dataset(paths, m.speech_vocab, ...)``).
-        out_dir: output folder (created).
+        out_dir: output folder (created; checked before any model loads: a file of a name the comparison
+            writes that the package did not write stops it with an ``OutputError``, nothing overwritten).
         names: a label per checkpoint (default: the directory names).
         loader: ``path -> model`` (default ``slt.load(path, progress=False)``).
         knowledge_items: :class:`~slm_transformerlens.knowledge.KnowledgeItem` list (``None``: no benchmark).
@@ -139,6 +143,8 @@ def compare_models(
         speech_tokenizer: audio -> ``Speech`` for knowledge parts given as audio.
         protocol: the analysis settings (:class:`LensProtocol`; its ``k``, ``view``, pooling, targets,
             filter, controls and intervals are used for every model).
+        make_lens: ``model -> lens`` for each model (default: the logit lens), e.g.
+            ``lambda m: PatchscopeLens(m)``; the swapped-audio control reads with the same lens.
         charts: write the comparison chart (needs the ``plot`` extra); ``png`` also as PNG.
         progress: show progress bars.
 
@@ -160,16 +166,23 @@ def compare_models(
 
     ks = sorted({*protocol.ks, protocol.k})
     protocol = replace(protocol, ks=tuple(ks))
+    written = ["summary.csv", "peaks.csv", "report.md"] + (
+        ["knowledge.csv"] if knowledge_items is not None else []
+    )
+    written += (["rates.html"] + (["rates.png"] if png else [])) if charts else []
+    out = claim_output_files(out_dir, written)  # before any model loads
     summaries, knowledge_frames, depths, headlines = [], [], {}, {}
     for name, path in tqdm(list(zip(names, checkpoints, strict=True)), desc="compare", disable=not progress):
         model = loader(path)
         utterances = data(model) if callable(data) else data
-        table = protocol.transcription_table(model, utterances, views=(protocol.view,), progress=progress)
+        lens = make_lens(model) if make_lens is not None else None
+        if lens is not None:
+            protocol = replace(protocol, lens=type(lens).__name__)  # the read-out the report states
+        kwargs = {"lens": lens, "views": (protocol.view,), "progress": progress}
+        table = protocol.transcription_table(model, utterances, **kwargs)
         if table.empty:
             raise CompareError(f"{name}: no word of the requested modalities in the data")
-        swapped, note = swapped_control(
-            model, utterances, protocol, table, views=(protocol.view,), progress=progress
-        )
+        swapped, note = swapped_control(model, utterances, protocol, table, **kwargs)
         summary = protocol.summarize(table, swapped=swapped)
         if protocol.positions in POOLED_READOUTS:  # no single-guess prior beside a pooled read-out
             summary = summary.drop(columns=["prior_rate"], errors="ignore")
@@ -192,14 +205,12 @@ def compare_models(
             )
             frame.insert(0, "model", name)
             knowledge_frames.append(frame)
-        del model, utterances, table, swapped
+        del model, utterances, table, swapped, lens
         _free_memory()
     summary = pd.concat(summaries, ignore_index=True)
     knowledge = pd.concat(knowledge_frames, ignore_index=True) if knowledge_frames else pd.DataFrame()
     peaks = _peak_table(summary, knowledge, protocol)
     correlation = rate_knowledge_correlation(peaks["peak_rate"], peaks["knowledge_accuracy"])
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     files = {"summary": out / "summary.csv", "peaks": out / "peaks.csv"}
     summary.to_csv(files["summary"], index=False)
     peaks.to_csv(files["peaks"], index=False)

@@ -99,11 +99,14 @@ def run_organism_demo(
     n_sentences: int = 48,
 ) -> Any:
     """Write the lens report of the main organism and the shipped ablation results to ``out_dir``."""
-    from slm_transformerlens.apps.report import write_lens_report
+    from slm_transformerlens.apps.report import REPORT_FILES, write_lens_report
     from slm_transformerlens.lens import LensProtocol, WordFilter
     from slm_transformerlens.organism.shipped import MAIN, heldout_utterances, load_organism, shipped_root
+    from slm_transformerlens.outputs import claim_output_files
     from slm_transformerlens.speech.plans import interleave
 
+    charts_ = [f"organism_{c}.{x}" for c in ("ablation", "rates", "knowledge") for x in ("html", "png")]
+    claim_output_files(out_dir, [*REPORT_FILES, "organism_curves.csv", "organism_results.md", *charts_])
     model = load_organism(MAIN, progress=progress)
     spoken = heldout_utterances("kmeans", limit=n_sentences)
     mixed = [

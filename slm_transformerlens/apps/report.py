@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 
-from slm_transformerlens.errors import OutputError
 from slm_transformerlens.lens import (
     LogitLens,
     lens_table,
@@ -27,10 +26,12 @@ from slm_transformerlens.lens.base import Lens, LensError
 from slm_transformerlens.lens.controls import POOLED_READOUTS
 from slm_transformerlens.lens.protocol import LensProtocol
 from slm_transformerlens.lens.readout import TokenNamer
+from slm_transformerlens.outputs import claim_output_files, output_path, prepare_output_folder
 from slm_transformerlens.protocols import SpeechLM
 from slm_transformerlens.spans import as_encoded_batch
 
 __all__ = [
+    "REPORT_FILES",
     "ReportFiles",
     "markdown_table",
     "prepare_output_folder",
@@ -55,6 +56,23 @@ _RATE_COLUMNS = (
     "cluster_low",
     "cluster_high",
     "n",
+)
+
+
+#: The files :func:`write_lens_report` writes (names and patterns, see
+#: :func:`~slm_transformerlens.outputs.claim_output_files`): a file of these names that the package
+#: did not write is never overwritten.
+REPORT_FILES = (
+    "report.md",
+    "summary.csv",
+    "peaks.csv",
+    "heatmap.csv.gz",
+    "transcription.*",
+    "swapped_transcription.*",
+    "heatmap.*",
+    "modality_mass.*",
+    "rates_*.html",
+    "rates_*.png",
 )
 
 
@@ -95,10 +113,10 @@ def markdown_table(frame: pd.DataFrame, *, floatfmt: str = ".3f") -> str:
 def _save_table(frame: pd.DataFrame, path_stem: Path) -> Path:
     """Parquet when pyarrow is installed (list columns kept), gzipped CSV otherwise."""
     if importlib.util.find_spec("pyarrow") is not None:
-        path = path_stem.with_suffix(".parquet")
+        path = output_path(path_stem.parent, path_stem.name + ".parquet")
         frame.to_parquet(path, index=False)
     else:
-        path = path_stem.with_suffix(".csv.gz")
+        path = output_path(path_stem.parent, path_stem.name + ".csv.gz")
         frame.to_csv(path, index=False)
     return path
 
@@ -133,9 +151,9 @@ def _charts(
     charts["modality_mass"] = modality_mass_chart(table, title="probability mass per vocabulary group")
     files = {}
     for name, chart in charts.items():
-        files[f"{name}_html"] = save_chart(chart, out_dir / f"{name}.html")
+        files[f"{name}_html"] = save_chart(chart, output_path(out_dir, f"{name}.html"))
         if png:
-            files[f"{name}_png"] = save_chart(chart, out_dir / f"{name}.png")
+            files[f"{name}_png"] = save_chart(chart, output_path(out_dir, f"{name}.png"))
     return files
 
 
@@ -175,26 +193,6 @@ def report_headline(summary: pd.DataFrame, protocol: LensProtocol, note: str | N
             "control is a chance level, not a context control, so these rates mix hearing with guessing"
         )
     return heard_headline(summary, k=protocol.k, view=protocol.view)
-
-
-def prepare_output_folder(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and check that files can be written in it, before any long work.
-
-    Raises:
-        OutputError: the folder cannot be created (a file in the way, no permission) or written to.
-    """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".slm-lens-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OutputError(
-            f"cannot write to the output folder {out} ({error.strerror or error}); pass out_dir= a folder "
-            "you can write to"
-        ) from None
-    return out
 
 
 def write_lens_report(
@@ -251,7 +249,7 @@ def write_lens_report(
     """
     if not 0 <= heatmap_utterance < len(utterances):
         raise LensError(f"heatmap_utterance={heatmap_utterance} but there are {len(utterances)} utterances")
-    out = prepare_output_folder(out_dir)
+    out = claim_output_files(out_dir, REPORT_FILES)
     lens = lens if lens is not None else LogitLens(model)
     if protocol is None:
         protocol = LensProtocol(k=k, modalities=modalities)

@@ -39,6 +39,7 @@ from slm_transformerlens.apps.report import (
 from slm_transformerlens.errors import OutputError, SLMError
 from slm_transformerlens.lens.base import Lens
 from slm_transformerlens.lens.protocol import LensProtocol
+from slm_transformerlens.outputs import RECORD, claim_output_files
 
 __all__ = [
     "ON_ERROR",
@@ -160,7 +161,7 @@ _PART_NAMES = re.compile(r"parts/(part-\d{5}(-\d+)?\.parquet(\.tmp)?|done-rank\d
 #: The names a report can write at the top of the folder: a run's own files when its manifest lists them
 #: (a format-1 manifest did not list them); a file of these names that the run did not write is refused.
 _REPORT_NAMES = re.compile(
-    r"(report\.md|summary\.csv|peaks\.csv|heatmap\.csv\.gz|transcription\.(parquet|csv\.gz)"
+    r"(report\.md|summary\.csv|peaks\.csv|heatmap\.csv\.gz|(swapped_)?transcription\.(parquet|csv\.gz)"
     r"|failed_items\.csv|(heatmap|modality_mass|rates_[\w-]+)\.(html|png))"
 )
 
@@ -199,7 +200,7 @@ def _owned(out: Path, manifest: dict[str, Any], files: set[str]) -> set[str]:
     (by their names in ``parts/``) and the report files its ``written`` list names (a format-1 manifest has
     no list: the report's own names)."""
     written = manifest.get("written")
-    owned = {MANIFEST, MANIFEST + ".tmp"} | {f for f in files if _PART_NAMES.fullmatch(f)}
+    owned = {MANIFEST, MANIFEST + ".tmp", RECORD} | {f for f in files if _PART_NAMES.fullmatch(f)}
     if isinstance(written, list):
         owned |= {str(name) for name in written}
     else:
@@ -268,6 +269,9 @@ def claim_output_folder(out_dir: str | Path, *, resume: bool = False, overwrite:
                 (out / name).unlink(missing_ok=True)
             if (out / PARTS).is_dir() and not any((out / PARTS).iterdir()):
                 (out / PARTS).rmdir()
+        # a format-1 run's report files (its manifest has no list): on the record, so its report may replace them
+        report = [f for f in owned if _REPORT_NAMES.fullmatch(f) and (out / f).exists()]
+        claim_output_files(out, report, known=report)
     prepare_output_folder(out)
     (out / PARTS).mkdir(exist_ok=True)
     return out

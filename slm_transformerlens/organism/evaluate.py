@@ -410,8 +410,11 @@ def evaluate_all(
     threads are much slower).
     """
     from slm_transformerlens.organism.inputs import check_evaluation_inputs
+    from slm_transformerlens.outputs import claim_output_files
 
     check_evaluation_inputs(models_dir, data_dir)
+    written = ("curves.csv", "knowledge.json", "differences.json", "heard.csv", "heard_acceptance.json")
+    claim_output_files(out_dir, (*written, "results.md"))  # results.md: `organism evaluate` writes it
     if threads:
         torch.set_num_threads(threads)
     out = Path(out_dir)
