@@ -26,7 +26,7 @@ _CHARTS = {
     "the word's audio swapped for another word's (context kept), 95% paired bands, 0 in grey (read-out any, "
     "held-out set)",
     "organism_rates": "transcription_span rate per layer of every organism (95% bands), NOT corrected for "
-    "context: its shuffled-target control dashed, the frequency prior dotted",
+    "context: its shuffled-target control (the chance level) dashed",
     "organism_knowledge": "spoken-knowledge accuracy against the peak transcription rate, one point per model "
     "(both 95% intervals), written accuracy as hollow squares, chance 0.5 dashed",
 }

@@ -34,8 +34,10 @@ def ablation_chart(
     """Per-layer rate of every model on one chart: its interval as a band, its shuffled control dashed.
 
     Each model has one colour: a solid line (the rate) in its interval band, and a dashed line (the same
-    read-out scored against shuffled targets, ``{metric}_shuffled``). The frequency prior
-    (``{metric}_prior``) is a grey dotted rule; the title gives it and the number of words.
+    read-out scored against shuffled targets, ``{metric}_shuffled``): the chance level of every read-out.
+    The frequency prior (``{metric}_prior``, one constant guess) is a grey dotted rule only for a
+    single-position read-out (not ``*_span``, which gets several tries per word); the title gives it and
+    the number of words.
 
     Args:
         curves: the evaluation's ``curves.csv`` (columns ``model, metric, layer, rate, ci_low, ci_high, n``).
@@ -53,7 +55,7 @@ def ablation_chart(
     df["series"] = df["metric"].map(series)
     df = df[["model", "series", "layer", "rate", "ci_low", "ci_high", "n"]].reset_index(drop=True)
     prior = curves[curves["model"].isin(models) & (curves["metric"] == f"{metric}_prior")]
-    priors = sorted(prior["rate"].round(3).unique())
+    priors = [] if metric.endswith("_span") else sorted(prior["rate"].round(3).unique())
     n_words = sorted(df.loc[df["series"] == _SERIES[0], "n"].unique())
     scale = alt.Scale(zero=True)
     color = alt.Color(
@@ -101,10 +103,10 @@ def ablation_chart(
             .encode(y="prior:Q", tooltip=[alt.Tooltip("prior:Q", format=".3f")])
         )
     n_text = ", ".join(f"{n:,}" for n in n_words)
-    prior_text = ", ".join(f"{p:.3f}" for p in priors) or "n/a"
+    prior_text = f"; grey dotted: frequency prior {', '.join(f'{p:.3f}' for p in priors)}" if priors else ""
     lines_of_title = [
         title or f"{metric} top-{k} rate per layer, every organism (n = {n_text} words each)",
-        f"bands: 95% intervals; dashed: shuffled-target control; grey dotted: frequency prior {prior_text}",
+        f"bands: 95% intervals; dashed: shuffled-target control (the chance level){prior_text}",
     ]
     return alt.layer(*layers).properties(width=460, height=280, title=alt.TitleParams(lines_of_title))
 

@@ -50,7 +50,7 @@ def title_of(chart: Any) -> str:
 def test_ablation_chart_draws_every_curve_and_its_shuffled_control(curves: pd.DataFrame) -> None:
     chart = ablation_chart(curves)
     layers = figure_layers(chart)
-    lines, points, band, prior = (rows for _, rows in layers)
+    lines, points, band = (rows for _, rows in layers)  # no prior rule: the span read-out is pooled
     assert layers[0][0]["encoding"]["strokeDash"]["field"] == "series"  # solid vs dashed per model
     assert layers[0][0]["encoding"]["color"]["field"] == "model"  # one colour per model
     expected = curves[curves["metric"].isin(["transcription_span", "transcription_span_shuffled"])]
@@ -70,10 +70,13 @@ def test_ablation_chart_draws_every_curve_and_its_shuffled_control(curves: pd.Da
     merged = expected.merge(band, on=keys, suffixes=("", "_drawn"))
     np.testing.assert_array_equal(merged["ci_low"], merged["ci_low_drawn"])
     np.testing.assert_array_equal(merged["ci_high"], merged["ci_high_drawn"])
-    # the chance levels are visible: the frequency prior and n in the title
-    priors = curves.loc[curves["metric"] == "transcription_span_prior", "rate"].round(3).unique()
-    assert prior["prior"].tolist() == priors.tolist() == [0.172]
-    assert "n = 1,563 words" in title_of(chart) and "frequency prior 0.172" in title_of(chart)
+    # the chance level is the shuffled control; a pooled read-out is never drawn beside the single-guess prior
+    assert "n = 1,563 words" in title_of(chart) and "prior" not in title_of(chart)
+    # a single-position read-out keeps its frequency prior (one constant guess: like for like)
+    last_layers = figure_layers(ablation_chart(curves, metric="transcription_last"))
+    priors = curves.loc[curves["metric"] == "transcription_last_prior", "rate"].round(3).unique()
+    assert len(last_layers) == 4 and last_layers[3][1]["prior"].tolist() == sorted(priors.tolist())
+    assert "frequency prior" in title_of(ablation_chart(curves, metric="transcription_last"))
     assert "shuffled" in title_of(chart)
     # a subset, in a given order
     two = figure_layers(ablation_chart(curves, models=["main_kmeans", "untrained_units_kmeans"]))[0][1]
