@@ -8,12 +8,11 @@ previous embedded default, or on your checkpoint:
     python examples/logit_lens_on_speech.py --model smollm2          # SmolLM2-135M, untrained unit rows
     python examples/logit_lens_on_speech.py CKPT --tokenizer TOK     # your SIMS / SpiritLM model
 
-Every rate is printed beside its chance levels: the shuffled-target control (each word scored against
-another word's target) and the frequency prior (a fixed guess of the dataset's most frequent targets),
-for two read-outs of each spoken content word: ``max``, the paper's (logits max-pooled over the word's
-units), and ``any`` (a hit at any unit of the span, as the organism's evaluation reads it; it has no
-shuffled control here). The read-out matters: on the organism the first stays below the frequency
-prior, the second clears it (see the README).
+Every rate is printed beside its chance level, the shuffled-target control (each word scored against
+another word's target, the mean of 10 permutations), for two read-outs of each spoken content word:
+``max``, the paper's (logits max-pooled over the word's units), and ``any`` (a hit at any unit of the
+span, as the organism's evaluation reads it). Neither is corrected for what context alone gives: the
+swapped-audio control (README, "Controls: hearing vs guessing") does that.
 
 Writes ``out/examples/heatmap.html`` (layer x position, top token per cell, word boundaries marked).
 """
