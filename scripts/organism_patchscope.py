@@ -4,10 +4,10 @@ The evaluation set, read-out and scoring are the organism evaluation's (``organi
 held-out voice speaking the 240 held-out sentences (bare units of each model's kind, batches of 32), every unit position of
 every spoken word read at ``resid_post`` of every layer, text-restricted ranks, content words only,
 top-10; ``span`` = a hit at any unit of the word, ``last`` = at its last unit. The shuffled-target
-control is the evaluation's (:func:`~slm_transformerlens.organism.evaluate.shuffled_words`, seed 0: each
-content word scored against the target of another content word), computed from each position's stored
-top-10 ids (the same hits as reading the model again with the permuted span table). 95% intervals:
-cluster bootstrap over utterances (index draws, seed 0, as the evaluation).
+control is the evaluation's (:func:`~slm_transformerlens.lens.controls.shuffled_control`, the mean over
+10 seeded permutations among content words, same read-out). 95% intervals: cluster bootstrap over
+utterances (index draws, seed 0, as the evaluation). The logit-lens rows are therefore the shipped
+evaluation's ``curves.csv`` rows exactly.
 
 Usage::
 
@@ -24,13 +24,19 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import pandas as pd
 import torch
 
-from slm_transformerlens.lens import LogitLens, PatchscopeLens, transcription_table
+from slm_transformerlens.lens import LogitLens, PatchscopeLens
 from slm_transformerlens.organism.build import load_renderings
-from slm_transformerlens.organism.evaluate import K, _encode, _mean_interval, _rates, _speech, shuffled_words
+from slm_transformerlens.organism.evaluate import (
+    _curve,
+    _encode,
+    _hits,
+    _readout_tables,
+    _shuffled_curves,
+    _speech,
+)
 from slm_transformerlens.organism.shipped import (
     load_organism,
     shipped_checkpoint,
@@ -39,64 +45,33 @@ from slm_transformerlens.organism.shipped import (
 )
 
 
-def control_table(table: pd.DataFrame, spans: pd.DataFrame) -> pd.DataFrame:
-    """``table`` scored against the shuffled words: ``rank`` 0 where the partner's target is in the top-10."""
-    shuffled = shuffled_words(spans, seed=0).set_index(["utterance", "word_index"])["word"]
-    targets = table.drop_duplicates("word").set_index("word")["target_ids"]
-    out = table.copy()
-    keys = list(zip(out["utterance"], out["word_index"], strict=True))
-    out["word"] = [shuffled.get(key) for key in keys]
-    hits = []
-    for word, top in zip(out["word"], out["top_ids"], strict=True):
-        ids = targets.get(word)
-        hits.append(np.nan if ids is None or not len(ids) else float(bool(set(ids) & set(top[:K]))))
-    hit = np.asarray(hits)
-    out["rank"] = pd.array(np.where(np.isnan(hit), None, np.where(hit == 1.0, 0, K)).tolist(), dtype="Int64")
-    return out
-
-
-def curves(name: str, lenses: dict, batch_size: int = 32) -> list[dict]:
-    model = load_organism(name, progress=False)
+def curves(model_name: str, lenses: dict, batch_size: int = 32) -> list[dict]:
+    model = load_organism(model_name, progress=False)
     kind = (
-        json.loads((shipped_checkpoint(name) / "config.json").read_text())
+        json.loads((shipped_checkpoint(model_name) / "config.json").read_text())
         .get("organism", {})
         .get("unit_kind", "kmeans")
     )
     renderings = [r for r in load_renderings(shipped_root() / "eval", kind) if r["split"] == "heldout"]
     heldout = [r for r in renderings if r["words"]]
-    items, spans_list = [], []
-    for start in range(0, len(heldout), batch_size):
-        encoded = _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
-        items.append(
-            {
-                "tokens": encoded.tokens,
-                "attention_mask": encoded.attention_mask,
-                "word_spans": encoded.word_spans,
-            }
-        )
-        spans_list.append(encoded.word_spans.assign(utterance=encoded.word_spans["utterance"] + start))
-    spans = pd.concat(spans_list, ignore_index=True)
+    batches = [
+        _encode(model, [[_speech(r)] for r in heldout[start : start + batch_size]])
+        for start in range(0, len(heldout), batch_size)
+    ]
     rows = []
+    specs = {"span": ("transcription_span", "any"), "last": ("transcription_last", "last")}
     for lens_name, make in lenses.items():
         began = time.perf_counter()
-        table = transcription_table(
-            model, items, lens=make(model), positions="every", views=("text",), ks=(K,), top_k=K,
-            token_strings=False, progress=False,
-        )  # fmt: skip
+        tables = _readout_tables(model, batches, lens=make(model))
         took = time.perf_counter() - began
-        control = control_table(table, spans)
-        for metric, last_only in (("span", False), ("last", True)):
-            for suffix, t in (("", table), ("_shuffled", control)):
-                hits = _rates(t, spans, rank="rank", word="word", last_only=last_only, any_pool=True)
-                for layer, g in hits.groupby("layer"):
-                    mean, low, high = _mean_interval(g["hit"].to_numpy(), g["utterance"].to_numpy(), seed=0)
-                    rows.append(
-                        {
-                            "model": name, "lens": lens_name, "metric": metric + suffix, "layer": int(layer),
-                            "rate": mean, "ci_low": low, "ci_high": high, "n": len(g), "seconds": took,
-                        }
-                    )  # fmt: skip
-        print(f"{name} {lens_name}: {len(table)} rows in {took:.0f} s", flush=True)
+        shuffled = _shuffled_curves(tables, seed=0)
+        for metric, (name, positions) in specs.items():
+            rates = _curve(_hits(tables[positions], rank="rank", word="word"), metric, seed=0)
+            control = [row | {"metric": metric + "_shuffled"} for row in shuffled[name]]
+            rows += [
+                {"model": model_name, "lens": lens_name, **row, "seconds": took} for row in rates + control
+            ]
+        print(f"{model_name} {lens_name}: read in {took:.0f} s", flush=True)
     return rows
 
 

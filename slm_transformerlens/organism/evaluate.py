@@ -174,11 +174,13 @@ def _curve(hits: pd.DataFrame, metric: str, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _readout_tables(model: Any, batches: list[Any]) -> dict[str, pd.DataFrame]:
-    """The text-view read-out tables: ``any`` unit of each word's span and its ``last`` unit."""
+def _readout_tables(model: Any, batches: list[Any], lens: Any = None) -> dict[str, pd.DataFrame]:
+    """The text-view read-out tables: ``any`` unit of each word's span and its ``last`` unit (``lens``:
+    the logit lens by default; ``scripts/organism_patchscope.py`` passes a patchscope)."""
     from slm_transformerlens.lens import transcription_table
 
     kwargs = {"views": ("text",), "ks": (K,), "top_k": K, "token_strings": False, "progress": False}
+    kwargs["lens"] = lens
     return {p: transcription_table(model, batches, positions=p, **kwargs) for p in ("any", "last")}
 
 
