@@ -28,14 +28,11 @@ from torch import Tensor
 
 from slm_transformerlens.errors import SpeechInputError
 from slm_transformerlens.speech.alignment import (
-    as_word_timings,
-    end_tolerance,
     read_alignment,
-    validate_words,
 )
 from slm_transformerlens.speech.audio import prepare_audio, read_wav
 from slm_transformerlens.speech.inputs import Speech
-from slm_transformerlens.speech.units import dedup_units
+from slm_transformerlens.speech.tokenizer import speech_from_frames
 
 __all__ = ["OrganismSpeechTokenizer", "organism_speech_tokenizer"]
 
@@ -110,18 +107,15 @@ class OrganismSpeechTokenizer:
         """
         wav = prepare_audio(audio, sample_rate, target_rate=SAMPLE_RATE, resample=resample)
         frames = self.frames(wav, SAMPLE_RATE)
-        word_timings = None if words is None else as_word_timings(words)
-        if word_timings is not None:
-            validate_words(
-                word_timings, duration_s=wav.numel() / SAMPLE_RATE, tolerance_s=end_tolerance(FRAME_SECONDS)
-            )
-        if keep_audio:
-            speech_kwargs.update(audio=wav.numpy(), sample_rate=SAMPLE_RATE)
-        units, durations = dedup_units(frames.tolist())
-        speech = Speech(units=units, durations=durations, frame_duration=FRAME_SECONDS, **speech_kwargs)
-        if word_timings is not None:  # checked against the audio above (the last frame may end before it)
-            object.__setattr__(speech, "words", word_timings)
-        return speech
+        return speech_from_frames(
+            frames,
+            wav,
+            sample_rate=SAMPLE_RATE,
+            frame_duration=FRAME_SECONDS,
+            words=words,
+            keep_audio=keep_audio,
+            **speech_kwargs,
+        )
 
     def encode_file(
         self, path: str | Path, *, alignment: str | Path | None = None, resample: bool = True

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -23,7 +23,7 @@ from slm_transformerlens.speech.features import HubertFeatureExtractor
 from slm_transformerlens.speech.inputs import Speech
 from slm_transformerlens.speech.quantizers import Quantizer
 
-__all__ = ["SpeechTokenizer"]
+__all__ = ["SpeechTokenizer", "speech_from_frames"]
 
 
 class SpeechTokenizer:
@@ -71,23 +71,16 @@ class SpeechTokenizer:
         """
         wav = prepare_audio(audio, sample_rate, target_rate=self.features.sample_rate, resample=resample)
         frames = self.quantizer(self.features(wav)).to(torch.long)
-        word_timings = None if words is None else as_word_timings(words)
-        if word_timings is not None:
-            validate_words(
-                word_timings,
-                duration_s=wav.numel() / self.features.sample_rate,
-                tolerance_s=end_tolerance(self.features.frame_duration),
-            )
-        if keep_audio:
-            speech_kwargs.update(audio=wav.numpy(), sample_rate=self.features.sample_rate)
-        speech = Speech.from_frames(
-            frames, dedup=self.dedup, frame_duration=self.features.frame_duration, **speech_kwargs
+        return speech_from_frames(
+            frames,
+            wav,
+            sample_rate=self.features.sample_rate,
+            frame_duration=self.features.frame_duration,
+            words=words,
+            dedup=self.dedup,
+            keep_audio=keep_audio,
+            **speech_kwargs,
         )
-        if word_timings is not None:
-            # validated above against the audio's own length: the encoder's frames may end up to a frame
-            # (plus its window) before the audio does, and a word inside the audio's tolerance stays valid
-            object.__setattr__(speech, "words", word_timings)
-        return speech
 
     def encode_files(
         self,
@@ -107,3 +100,33 @@ class SpeechTokenizer:
             words = read_alignment(alignment) if alignment is not None else None
             out.append(self(data, rate, words=words, resample=resample))
         return out
+
+
+def speech_from_frames(
+    frames: Int[Tensor, " frames"],
+    wav: Float[Tensor, " samples"],
+    *,
+    sample_rate: int,
+    frame_duration: float,
+    words: Iterable[Any] | None = None,
+    dedup: bool = True,
+    keep_audio: bool = False,
+    **speech_kwargs: Any,
+) -> Speech:
+    """A :class:`Speech` from one unit per frame of the prepared waveform ``wav``, with its word alignment.
+
+    ``words`` (``[(word, start_s, end_s), ...]``) are validated against the AUDIO's length (within a frame's
+    tolerance), not the frames': an encoder's frames may end up to a frame (plus its window) before the
+    audio does, and a word inside the audio stays valid. ``keep_audio`` stores ``wav`` on the Speech.
+    """
+    word_timings = None if words is None else as_word_timings(words)
+    if word_timings is not None:
+        validate_words(
+            word_timings, duration_s=wav.numel() / sample_rate, tolerance_s=end_tolerance(frame_duration)
+        )
+    if keep_audio:
+        speech_kwargs.update(audio=wav.numpy(), sample_rate=sample_rate)
+    speech = Speech.from_frames(frames, dedup=dedup, frame_duration=frame_duration, **speech_kwargs)
+    if word_timings is not None:
+        object.__setattr__(speech, "words", word_timings)
+    return speech
