@@ -25,7 +25,22 @@ from slm_transformerlens import testing  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+
 #: name -> (builder, kwargs, load kwargs factory)
+def distinct_words(resolver, n: int) -> list[str]:
+    """``n`` words of ``testing.SAMPLE_TEXT`` whose first running-text target tokens are distinct (not <unk>);
+    ``resolver`` is a :class:`~slm_transformerlens.lens.WordTargetResolver`."""
+    chosen, seen = [], set()
+    for word in dict.fromkeys(testing.SAMPLE_TEXT.replace(".", "").split()):
+        first = resolver(word).first_id
+        if first is not None and first not in seen and first != resolver.tokenizer.unk_token_id:
+            chosen.append(word)
+            seen.add(first)
+        if len(chosen) == n:
+            return chosen
+    raise AssertionError("the sample text has too few distinct words")
+
+
 LAYOUTS: dict[str, dict] = {
     "sims-qwen2-tied": {"kind": "sims", "base": "qwen2", "tie": True, "shards": 1},
     "sims-qwen2-untied-sharded": {

@@ -16,21 +16,9 @@ import pytest
 from slm_transformerlens import cli
 from slm_transformerlens.builders import guesser_lookup, hearer_lookup, plant_guesser, plant_hearer
 from slm_transformerlens.lens import WordTargetResolver
-from slm_transformerlens.testing import SAMPLE_TEXT
+from tests.conftest import distinct_words
 
 PLANTED = (2, 3)
-
-
-def _words(model, n: int) -> list[str]:
-    resolver, chosen, seen = WordTargetResolver(model.tokenizer), [], set()
-    for word in dict.fromkeys(SAMPLE_TEXT.replace(".", "").split()):
-        first = resolver(word).first_id
-        if first is not None and first not in seen and first != model.tokenizer.unk_token_id:
-            chosen.append(word)
-            seen.add(first)
-        if len(chosen) == n:
-            return chosen
-    raise AssertionError("too few distinct words")
 
 
 def _write_unit_files(directory: Path, words: list[str], n_files: int = 20) -> None:
@@ -63,7 +51,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("planted-cli")
     path = make_spiritlm_checkpoint(root / "ckpt", n_layers=6)
     model = slt.load(path, progress=False)
-    _write_unit_files(root / "units", _words(model, 16))
+    _write_unit_files(root / "units", distinct_words(WordTargetResolver(model.tokenizer), 16))
     data = load_speech_dataset([root / "units"], model.speech_vocab, plan="alternate", progress=False)
     return root, path, model, data
 

@@ -17,22 +17,9 @@ from slm_transformerlens.lens import (
     transcription_table,
     wilson_interval,
 )
-from slm_transformerlens.testing import SAMPLE_TEXT
+from tests.conftest import distinct_words
 
 N_TYPES, N_UTTERANCES, WORDS_PER_UTTERANCE, UNITS_PER_WORD = 12, 10, 6, 3
-
-
-def _word_types(resolver) -> list[str]:
-    """12 words of the sample text whose first running-text tokens are distinct (and not <unk>)."""
-    chosen, seen = [], set()
-    for word in dict.fromkeys(SAMPLE_TEXT.replace(".", "").split()):
-        first = resolver(word).first_id
-        if first is not None and first not in seen and first != resolver.tokenizer.unk_token_id:
-            chosen.append(word)
-            seen.add(first)
-        if len(chosen) == N_TYPES:
-            return chosen
-    raise AssertionError("the sample text has too few distinct words")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,7 @@ def perfect(spiritlm_checkpoint):
     model = slt.load(spiritlm_checkpoint, progress=False)
     vocab, hf = model.speech_vocab, model.original_model
     resolver = WordTargetResolver(model.tokenizer)
-    words = _word_types(resolver)
+    words = distinct_words(resolver, N_TYPES)
     text = vocab.group_mask("text")
     with torch.no_grad():
         emb = hf.get_input_embeddings().weight

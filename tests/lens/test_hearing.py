@@ -29,29 +29,16 @@ from slm_transformerlens.lens import (
     transcription_table,
 )
 from slm_transformerlens.spans import EncodedBatch
-from slm_transformerlens.testing import SAMPLE_TEXT
+from tests.conftest import distinct_words
 
 SPAN_COLUMNS = ["utterance", "word_index", "word", "modality", "start", "stop"]
 PLANTED = (2, 3)  # blocks a..b of the plants, in a 6-layer model
 
 
-def _distinct_words(resolver, n: int) -> list[str]:
-    """``n`` words of the sample text with distinct first target tokens (not <unk>)."""
-    chosen, seen = [], set()
-    for word in dict.fromkeys(SAMPLE_TEXT.replace(".", "").split()):
-        first = resolver(word).first_id
-        if first is not None and first not in seen and first != resolver.tokenizer.unk_token_id:
-            chosen.append(word)
-            seen.add(first)
-        if len(chosen) == n:
-            return chosen
-    raise AssertionError("the sample text has too few distinct words")
-
-
 def _speech_data(model, n_utterances: int = 12, seed: int = 0) -> list[EncodedBatch]:
     """All-speech utterances of 5 spoken words (random units, 1-4 each) over 8 word types."""
     vocab = model.speech_vocab
-    words = _distinct_words(WordTargetResolver(model.tokenizer), 8)
+    words = distinct_words(WordTargetResolver(model.tokenizer), 8)
     rng = np.random.default_rng(seed)
     data = []
     for _ in range(n_utterances):
@@ -70,7 +57,7 @@ def _interleaved_data(model, n_utterances: int = 24, seed: int = 0) -> list[Enco
     followed by spoken word i, spoken in 2-4 random units (new units at every occurrence, as real speech
     varies: a random model cannot read a type's target from fixed units by chance)."""
     vocab, tok = model.speech_vocab, model.tokenizer
-    words = _distinct_words(WordTargetResolver(tok), 16)
+    words = distinct_words(WordTargetResolver(tok), 16)
     written, spoken = words[8:], words[:8]
     rng = np.random.default_rng(seed)
     data = []
