@@ -46,6 +46,7 @@ __all__ = [
     "cluster_bootstrap",
     "cluster_intervals",
     "frequency_prior_hits",
+    "percentile_interval",
     "shuffled_control",
     "shuffled_partners",
     "shuffled_target_hits",
@@ -417,7 +418,7 @@ def cluster_bootstrap(
     rng = np.random.default_rng(seed)
     if draw == "indices":
         index = rng.integers(0, len(sums), size=(n_boot, len(sums)))
-        return _quantiles(sums[index].sum(1) / counts[index].sum(1), confidence)
+        return percentile_interval(sums[index].sum(1) / counts[index].sum(1), confidence)
     if draw != "weights":
         raise LensError(f"unknown bootstrap draw {draw!r}; use 'weights' or 'indices'")
     weights = rng.multinomial(len(sums), np.full(len(sums), 1 / len(sums)), size=n_boot)
@@ -429,10 +430,10 @@ def _percentiles(
 ) -> tuple[float, float]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = (weights @ sums) / (weights @ counts)
-    return _quantiles(rates, confidence)
+    return percentile_interval(rates, confidence)
 
 
-def _quantiles(rates: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(rates: np.ndarray, confidence: float) -> tuple[float, float]:
     """The central ``confidence`` interval of the finite bootstrap ``rates`` (linear interpolation)."""
     rates = rates[np.isfinite(rates)]
     if not len(rates):

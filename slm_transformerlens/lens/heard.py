@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from slm_transformerlens.lens.base import LensError
-from slm_transformerlens.lens.controls import word_type
+from slm_transformerlens.lens.controls import percentile_interval, word_type
 
 __all__ = ["HEARD_COLUMNS", "heard_headline", "heard_peak", "heard_rates"]
 
@@ -45,15 +45,6 @@ def _check(table: pd.DataFrame, name: str, by: Sequence[str]) -> None:
         )
 
 
-def _quantiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    """The central ``confidence`` interval of the finite bootstrap ``values`` (linear interpolation)."""
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return float("nan"), float("nan")
-    alpha = round((1 - confidence) / 2, 12)
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
-
-
 def _paired_interval(
     weights: np.ndarray,
     sums: tuple[np.ndarray, np.ndarray],
@@ -63,7 +54,7 @@ def _paired_interval(
     """Percentile interval of ``rate - swapped_rate`` when both use the SAME resampled clusters."""
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = (weights @ sums[0]) / (weights @ counts[0]) - (weights @ sums[1]) / (weights @ counts[1])
-    return _quantiles(diff, confidence)
+    return percentile_interval(diff, confidence)
 
 
 def heard_rates(
