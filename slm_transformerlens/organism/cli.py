@@ -13,6 +13,8 @@ def add_organism_parser(commands: Any) -> None:
     organism = commands.add_parser(
         "organism", help="rebuild the model organism: a small interleaved speech LM trained here"
     )
+    from slm_transformerlens.organism.recipe import RECIPES
+
     stages = organism.add_subparsers(dest="stage", required=True)
     build = stages.add_parser("build", help="corpus -> espeak speech -> units -> tokenizer -> token streams")
     build.add_argument(
@@ -21,7 +23,7 @@ def add_organism_parser(commands: Any) -> None:
     build.add_argument(
         "--recipe",
         default="full",
-        choices=["full", "toy", "hear", "hear-long", "hear-text", "hear-toy"],
+        choices=list(RECIPES),
         help="full (the shipped grammar organism, default), hear (issue 21: passages that need hearing), toy sizes",
     )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
