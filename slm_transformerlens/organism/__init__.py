@@ -5,7 +5,8 @@ Stages (``slm-lens organism build | train | evaluate``): :mod:`~slm_transformerl
 :mod:`~slm_transformerlens.organism.units` (25 Hz units), :mod:`~slm_transformerlens.organism.tokenizer`,
 :mod:`~slm_transformerlens.organism.build` (token streams in the SIMS layout),
 :mod:`~slm_transformerlens.organism.train` (imports only torch / transformers / safetensors / numpy),
-:mod:`~slm_transformerlens.organism.evaluate` and :mod:`~slm_transformerlens.organism.report`.
+:mod:`~slm_transformerlens.organism.evaluate` and :mod:`~slm_transformerlens.organism.report`;
+heard across runs (seeds, recipes; ``slm-lens organism spread``): :mod:`~slm_transformerlens.organism.spread`.
 The packaged models: :mod:`~slm_transformerlens.organism.shipped`; the SmolLM2-135M organism (LoRA + unit
 rows over the real SmolLM2, shipped as a delta): :mod:`~slm_transformerlens.organism.smollm2`. A WAV to
 the organism's units: :mod:`~slm_transformerlens.organism.speech_tokenizer` (imported on first use).

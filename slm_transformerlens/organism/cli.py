@@ -48,6 +48,16 @@ def add_organism_parser(commands: Any) -> None:
     evaluate.add_argument("--data", default="out/organism/data")
     evaluate.add_argument("--models", default="out/organism/models")
     evaluate.add_argument("--out", default="out/organism/evaluation")
+    spread = stages.add_parser(
+        "spread", help="heard across runs (seeds, recipes): one table of several `evaluate` folders"
+    )
+    spread.add_argument(
+        "runs",
+        nargs="+",
+        metavar="[LABEL=]FOLDER",
+        help="evaluation folders (label defaults to the folder name)",
+    )
+    spread.add_argument("--out", help="also write the markdown here (a new file; never overwrites)")
     _add_smollm2_parsers(stages)
     organism.set_defaults(handler=run_organism)
 
@@ -104,6 +114,28 @@ def _run_smollm2(args: argparse.Namespace) -> None:
         print(smollm2.materialize(args.delta, args.out, gguf_dir=args.gguf_dir))
 
 
+def _run_spread(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from slm_transformerlens.errors import SLMError
+    from slm_transformerlens.organism.spread import format_spread, heard_spread
+
+    runs = {}
+    for item in args.runs:
+        label, _, folder = item.rpartition("=")
+        label = label or Path(folder).name
+        if label in runs:
+            raise SLMError(f"two runs are labelled {label!r}; give each a label: LABEL=FOLDER")
+        runs[label] = folder
+    text = format_spread(heard_spread(runs))
+    if args.out:
+        out = Path(args.out)
+        if out.exists():
+            raise SLMError(f"{out} exists; choose a new file for --out (spread never overwrites)")
+        out.write_text(text)
+    print(text)
+
+
 def run_organism(args: argparse.Namespace) -> int:
     """Run one stage."""
     if args.stage.startswith("smollm2-"):
@@ -113,6 +145,8 @@ def run_organism(args: argparse.Namespace) -> int:
         from slm_transformerlens.organism.recipe import Recipe
 
         print(build_data(args.data, Recipe.preset(args.recipe), progress=not args.quiet))
+    elif args.stage == "spread":
+        _run_spread(args)
     elif args.stage == "train":
         from slm_transformerlens.organism.train import train_all
 

@@ -18,6 +18,7 @@ __all__ = [
     "heard_verdict_lines",
     "knowledge_vs_transcription",
     "layer_table",
+    "markdown_table",
     "peak_summary",
 ]
 
@@ -186,7 +187,7 @@ def acceptance(
     return out
 
 
-def _markdown(frame: pd.DataFrame, *, index: bool = False) -> str:
+def markdown_table(frame: pd.DataFrame, *, index: bool = False) -> str:
     """A GitHub markdown table (floats with 3 decimals) without optional dependencies."""
     frame = frame.reset_index() if index else frame
 
@@ -318,13 +319,13 @@ def format_results(
                 summary = heard_summary(heard, readout=readout, split=split)
                 if summary.empty:
                     continue
-                lines += [f"### Heard peaks: {split}, read-out `{readout}`", "", _markdown(summary), ""]
+                lines += [f"### Heard peaks: {split}, read-out `{readout}`", "", markdown_table(summary), ""]
         for split in sorted(heard["split"].unique()):
             for model in sorted(heard["model"].unique()):
                 for readout in ("any", "max", "last"):
                     table = heard_table(heard, model, readout=readout, split=split)
                     if len(table):
-                        lines += [f"#### {model}: {split}, read-out `{readout}`", "", _markdown(table), ""]
+                        lines += [f"#### {model}: {split}, read-out `{readout}`", "", markdown_table(table), ""]
         lines += [
             "## Rates without the context control",
             "",
@@ -335,7 +336,7 @@ def format_results(
             "",
         ]
     summary = peak_summary(curves)
-    lines += ["## Peaks (content words, top-10, text-restricted ranks)", "", _markdown(summary), ""]
+    lines += ["## Peaks (content words, top-10, text-restricted ranks)", "", markdown_table(summary), ""]
     if knowledge:
         columns = [
             "model",
@@ -352,16 +353,16 @@ def format_results(
         lines += [
             "## Spoken knowledge vs transcription (chance 0.5; 95% Wilson intervals)",
             "",
-            _markdown(table),
+            markdown_table(table),
             "",
         ]
     for model in summary["model"]:
-        lines += [f"### {model}", "", _markdown(layer_table(curves, model), index=True), ""]
+        lines += [f"### {model}", "", markdown_table(layer_table(curves, model), index=True), ""]
     if differences:
         lines += [
             "## Peak differences vs main (paired cluster bootstrap)",
             "",
-            _markdown(pd.DataFrame(differences)),
+            markdown_table(pd.DataFrame(differences)),
             "",
         ]
     return "\n".join(lines)

@@ -1,0 +1,164 @@
+"""Heard across runs: one table for several ``slm-lens organism evaluate`` folders (seeds, recipes).
+
+A single training run can hear or not by chance (issue 21, round 2: the ``hear`` recipe's seed 0 hears,
+its seed 1 does not), so a claim about a recipe needs its spread over seeds. This module reads each
+evaluation's ``heard.csv``, ``heard_acceptance.json`` and ``knowledge.json`` as written, recomputes
+nothing, and puts them side by side:
+
+- :func:`heard_spread`: per run, test split and model, heard's peak (read-out ``any``) with its 95% paired
+  interval and layer, the best lower bound at an inner layer, issue 21's criterion (main models), and
+  spoken-fact accuracy with its Wilson interval;
+- :func:`spread_verdict`: the rule fixed before round 2 (``data/organism/hear/PLAN_round2.md``): a recipe's
+  main model hears more than its baselines only if the criterion holds on every test split in a majority
+  of its runs;
+- :func:`format_spread`: both as markdown (``slm-lens organism spread``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from slm_transformerlens.errors import SLMError
+from slm_transformerlens.lens.metrics import wilson_interval
+from slm_transformerlens.organism.report import markdown_table
+
+__all__ = ["format_spread", "heard_spread", "read_evaluation", "spread_verdict"]
+
+_NEEDED = ("heard.csv", "heard_acceptance.json")
+#: The facts are spoken by the held-out voice, so spoken knowledge goes on that split's rows only.
+_FACTS_SPLIT = "heldout"
+
+
+def read_evaluation(directory: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """``(heard, verdicts, knowledge)`` of one evaluation folder; ``knowledge`` is ``{}`` when absent.
+
+    Raises:
+        SLMError: the folder lacks ``heard.csv`` or ``heard_acceptance.json`` (it was evaluated with
+            ``heard=False`` or is not an evaluation folder).
+    """
+    folder = Path(directory)
+    missing = [name for name in _NEEDED if not (folder / name).is_file()]
+    if missing:
+        raise SLMError(
+            f"{folder} has no {' or '.join(missing)}: point at a folder written by "
+            "`slm-lens organism evaluate` (which measures heard by default)"
+        )
+    heard = pd.read_csv(folder / "heard.csv")
+    verdicts = json.loads((folder / "heard_acceptance.json").read_text())
+    knowledge_path = folder / "knowledge.json"
+    knowledge = json.loads(knowledge_path.read_text()) if knowledge_path.is_file() else {}
+    return heard, verdicts, knowledge
+
+
+def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.DataFrame:
+    """One row per run x test split x model.
+
+    Args:
+        runs: ``{label: evaluation folder}``, e.g. ``{"hear seed 0": ..., "hear seed 1": ...}``.
+        readout: heard's read-out (``any`` is issue 21's headline).
+
+    Returns:
+        Columns ``run, split, model, heard_peak, heard_low, heard_high, peak_layer, n_layers,
+        best_inner_low`` (the highest lower bound at a layer strictly between the first and the last),
+        ``criterion`` (``"holds"`` / ``"fails"`` for a main model, ``""`` for a baseline),
+        ``criterion_layers``, ``spoken_knowledge``, ``spoken_low``, ``spoken_high`` (95% Wilson, a tie
+        counting half; on the ``heldout`` rows only, whose voice speaks the facts; NaN elsewhere and
+        without ``knowledge.json``) and ``n``.
+    """
+    if not runs:
+        raise SLMError("heard_spread needs at least one evaluation folder")
+    rows = []
+    for label, folder in runs.items():
+        heard, verdicts, knowledge = read_evaluation(folder)
+        part = heard[heard["readout"] == readout]
+        if part.empty:
+            raise SLMError(
+                f"{folder}/heard.csv has no read-out {readout!r}; it has {sorted(heard['readout'].unique())}"
+            )
+        for (split, model), g in part.groupby(["split", "model"], sort=True):
+            g = g.sort_values("layer")
+            peak = g.loc[g["heard"].idxmax()]
+            verdict = verdicts.get(str(model), {}).get(str(split))
+            facts = knowledge.get(str(model), {}) if split == _FACTS_SPLIT else {}
+            spoken, low, high = np.nan, np.nan, np.nan
+            if "speech_accuracy" in facts:
+                spoken, n_facts = float(facts["speech_accuracy"]), int(facts["speech_n"])
+                low, high = (float(x) for x in wilson_interval(np.asarray(spoken * n_facts), n_facts, 0.95))
+            rows.append(
+                {
+                    "run": label,
+                    "split": str(split),
+                    "model": str(model),
+                    "heard_peak": float(peak["heard"]),
+                    "heard_low": float(peak["heard_low"]),
+                    "heard_high": float(peak["heard_high"]),
+                    "peak_layer": int(peak["layer"]),
+                    "n_layers": len(g),
+                    "best_inner_low": float(g.iloc[1:-1]["heard_low"].max()) if len(g) > 2 else np.nan,
+                    "criterion": "" if verdict is None else ("holds" if verdict["holds"] else "fails"),
+                    "criterion_layers": "" if verdict is None else ", ".join(map(str, verdict["layers"])),
+                    "spoken_knowledge": spoken,
+                    "spoken_low": low,
+                    "spoken_high": high,
+                    "n": int(peak["n"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
+    """Per main model (the rows with a criterion): in how many runs the criterion holds on every test
+    split, and whether that is a strict majority of its runs (the round-2 rule)."""
+    mains = table[table["criterion"] != ""]
+    out: dict[str, Any] = {}
+    for model, g in mains.groupby("model", sort=True):
+        per_run = g.groupby("run", sort=False)["criterion"].apply(lambda c: bool((c == "holds").all()))
+        held = [str(run) for run, ok in per_run.items() if ok]
+        out[str(model)] = {
+            "runs": len(per_run),
+            "holds_on_every_split": held,
+            "majority": len(held) * 2 > len(per_run),
+        }
+    return out
+
+
+def format_spread(table: pd.DataFrame) -> str:
+    """Markdown: the verdict in plain words, then the table (heard peaks with intervals, criterion,
+    spoken knowledge)."""
+    lines = []
+    for model, v in spread_verdict(table).items():
+        held = ", ".join(v["holds_on_every_split"]) or "none"
+        word = "a majority" if v["majority"] else "NOT a majority"
+        lines.append(
+            f"- {model}: issue 21's criterion holds on every test split in {len(v['holds_on_every_split'])} "
+            f"of {v['runs']} runs ({held}): {word}."
+        )
+    shown = pd.DataFrame(
+        {
+            "run": table["run"],
+            "split": table["split"],
+            "model": table["model"],
+            "heard peak [95%] (layer)": [
+                f"{r.heard_peak:+.3f} [{r.heard_low:+.3f}, {r.heard_high:+.3f}] ({r.peak_layer})"
+                for r in table.itertuples()
+            ],
+            "best inner lower bound": table["best_inner_low"].map(lambda x: f"{x:+.3f}"),
+            "criterion": [
+                f"{r.criterion} ({r.criterion_layers})" if r.criterion == "holds" else r.criterion
+                for r in table.itertuples()
+            ],
+            "spoken knowledge [95%]": [
+                ""
+                if np.isnan(r.spoken_knowledge)
+                else f"{r.spoken_knowledge:.3f} [{r.spoken_low:.3f}, {r.spoken_high:.3f}]"
+                for r in table.itertuples()
+            ],
+        }
+    )
+    return "\n".join([*lines, "", markdown_table(shown), ""])

@@ -1,0 +1,120 @@
+"""``organism.spread`` and ``slm-lens organism spread``: heard across runs, checked against hand-made
+evaluation folders whose peaks, inner lower bounds, criteria and Wilson intervals are worked out here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from slm_transformerlens.cli import main as cli_main
+from slm_transformerlens.errors import SLMError
+from slm_transformerlens.organism.recipe import RECIPES, Recipe
+from slm_transformerlens.organism.spread import format_spread, heard_spread, spread_verdict
+
+MAIN, RANDOM = "main_phoneme", "random_init_phoneme"
+
+
+def _evaluation(folder: Path, heard: dict[tuple[str, str], list[float]], holds: dict[str, bool]) -> Path:
+    """A folder like ``organism evaluate``'s: heard per (split, model) over 4 layers, lower bound = heard -
+    0.02, upper = heard + 0.02; a ``max`` read-out row set that must be ignored; knowledge 0.6 of 50."""
+    folder.mkdir(parents=True)
+    rows = []
+    for (split, model), values in heard.items():
+        for layer, h in enumerate(values):
+            for readout, shift in (("any", 0.0), ("max", 0.5)):
+                rows.append(
+                    {
+                        "split": split,
+                        "model": model,
+                        "readout": readout,
+                        "layer": layer,
+                        "heard": h + shift,
+                        "heard_low": h + shift - 0.02,
+                        "heard_high": h + shift + 0.02,
+                        "n": 100,
+                    }
+                )
+    pd.DataFrame(rows).to_csv(folder / "heard.csv", index=False)
+    verdicts = {MAIN: {s: {"holds": ok, "layers": [1] if ok else []} for s, ok in holds.items()}}
+    (folder / "heard_acceptance.json").write_text(json.dumps(verdicts))
+    knowledge = {m: {"speech_accuracy": 0.6, "speech_n": 50} for m in (MAIN, RANDOM)}
+    (folder / "knowledge.json").write_text(json.dumps(knowledge))
+    return folder
+
+
+def _run(tmp: Path, name: str, holds: dict[str, bool]) -> Path:
+    heard = {
+        ("heldout", MAIN): [0.01, 0.05, 0.03, 0.09],  # peak at the LAST layer; best inner low 0.05 - 0.02
+        ("heldout", RANDOM): [0.02, 0.01, 0.00, 0.00],
+        ("new", MAIN): [0.07, 0.04, 0.06, 0.01],
+        ("new", RANDOM): [0.00, 0.03, 0.00, 0.00],
+    }
+    return _evaluation(tmp / name, heard, holds)
+
+
+def test_spread_rows_by_hand(tmp_path: Path) -> None:
+    table = heard_spread({"s0": _run(tmp_path, "a", {"heldout": True, "new": False})})
+    main = table[(table["model"] == MAIN) & (table["split"] == "heldout")].iloc[0]
+    assert (main["heard_peak"], main["peak_layer"], main["n_layers"]) == (0.09, 3, 4)  # `any`, not `max`
+    assert main["heard_low"] == pytest.approx(0.07) and main["heard_high"] == pytest.approx(0.11)
+    assert main["best_inner_low"] == pytest.approx(0.03)  # layers 1..2 only
+    assert main["criterion"] == "holds" and main["criterion_layers"] == "1"
+    new = table[(table["model"] == MAIN) & (table["split"] == "new")].iloc[0]
+    assert new["criterion"] == "fails" and new["peak_layer"] == 0
+    assert set(table.loc[table["model"] == RANDOM, "criterion"]) == {""}
+    # Wilson 95% interval of 30 / 50, by the textbook formula; only on the held-out voice's rows
+    z, p, n = 1.959963984540054, 0.6, 50
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert main["spoken_low"] == pytest.approx(centre - half, abs=1e-6)
+    assert main["spoken_high"] == pytest.approx(centre + half, abs=1e-6)
+    assert math.isnan(new["spoken_knowledge"])
+
+
+def test_majority_rule_counts_runs_that_hold_on_every_split(tmp_path: Path) -> None:
+    both, one = {"heldout": True, "new": True}, {"heldout": False, "new": True}
+    minority = heard_spread({f"s{i}": _run(tmp_path, f"m{i}", h) for i, h in enumerate([both, one, one])})
+    assert spread_verdict(minority) == {MAIN: {"runs": 3, "holds_on_every_split": ["s0"], "majority": False}}
+    assert "1 of 3 runs (s0): NOT a majority" in format_spread(minority)
+    majority = heard_spread({f"s{i}": _run(tmp_path, f"j{i}", h) for i, h in enumerate([both, one, both])})
+    assert spread_verdict(majority)[MAIN] == {
+        "runs": 3,
+        "holds_on_every_split": ["s0", "s2"],
+        "majority": True,
+    }
+    tie = heard_spread({f"s{i}": _run(tmp_path, f"t{i}", h) for i, h in enumerate([both, one])})
+    assert spread_verdict(tie)[MAIN]["majority"] is False  # half is not a majority
+
+
+def test_spread_refuses_a_folder_without_heard(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "curves.csv").write_text("x\n")
+    with pytest.raises(SLMError, match=r"no heard\.csv or heard_acceptance\.json.*organism evaluate"):
+        heard_spread({"old": tmp_path / "old"})
+
+
+def test_spread_cli_writes_a_new_file_and_never_overwrites(tmp_path: Path, capsys) -> None:
+    a = _run(tmp_path, "a", {"heldout": True, "new": True})
+    b = _run(tmp_path, "b", {"heldout": False, "new": False})
+    out = tmp_path / "spread.md"
+    assert cli_main(["organism", "spread", f"seed 0={a}", str(b), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| seed 0 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1) |" in text
+    assert "| b | new | main_phoneme |" in text and "1 of 2 runs (seed 0): NOT a majority" in text
+    assert text in capsys.readouterr().out
+    assert cli_main(["organism", "spread", str(a), "--out", str(out)]) != 0
+    assert "never overwrites" in capsys.readouterr().err
+    assert out.read_text() == text
+
+
+def test_round2_presets_change_only_what_they_name() -> None:
+    hear = Recipe.preset("hear")
+    assert {"hear-short", "hear-large"} <= set(RECIPES)
+    short, large = Recipe.preset("hear-short"), Recipe.preset("hear-large")
+    changed = lambda r: {k for k, v in vars(r).items() if vars(hear)[k] != v}  # noqa: E731
+    assert changed(short) == {"name", "phase2_tokens"} and short.phase2_tokens == hear.phase2_tokens // 3
+    assert changed(large) == {"name", "d_model", "n_layers", "n_heads", "d_mlp"}
