@@ -43,3 +43,24 @@ def test_setup_installs_those_wheels_without_dependencies(script: str) -> None:
     lines = [line for line in (ROOT / script).read_text().splitlines() if "--no-deps" in line]
     for wheel in NO_DEPS_ONLY:
         assert any(wheel in line for line in lines), f"{script} must install {wheel} with --no-deps"
+
+
+def test_every_data_file_is_in_the_wheel() -> None:
+    """Every file under slm_transformerlens/data matches a package-data glob (setuptools globs: ``*`` does
+    not cross ``/``), so nothing shipped in the repository is silently left out of the wheel."""
+    from fnmatch import fnmatchcase
+
+    package = ROOT / "slm_transformerlens"
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = [g.split("/") for g in globs["slm_transformerlens"]]
+
+    def shipped(parts: tuple[str, ...]) -> bool:
+        return any(
+            len(p) == len(parts) and all(fnmatchcase(a, b) for a, b in zip(parts, p, strict=True))
+            for p in patterns
+        )
+
+    files = [f.relative_to(package).parts for f in (package / "data").rglob("*") if f.is_file()]
+    assert files, "no data files found"
+    missing = ["/".join(f) for f in files if not shipped(f)]
+    assert not missing, f"add package-data globs for: {missing[:10]}"
