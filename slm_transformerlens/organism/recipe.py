@@ -137,7 +137,15 @@ class Recipe:
         budget), ``"toy"`` / ``"hear-toy"`` (seconds; tests)."""
         if name == "full":
             return cls()
-        if name in ("hear", "hear-toy", "hear-long", "hear-short", "hear-text", "hear-large"):
+        if name in (
+            "hear",
+            "hear-toy",
+            "hear-long",
+            "hear-short",
+            "hear-text",
+            "hear-large",
+            "hear-large-long",
+        ):
             hear = cls(
                 name="hear",
                 corpus="hear",
@@ -163,6 +171,16 @@ class Recipe:
                 return replace(hear, name="hear-short", phase2_tokens=200_000)
             if name == "hear-large":  # the same data and budget, a ~5x larger model (8.6M parameters)
                 return replace(hear, name="hear-large", d_model=256, n_layers=8, n_heads=8, d_mlp=1024)
+            if name == "hear-large-long":  # hear-large's model with hear-long's phase-2 budget (1.8M)
+                return replace(
+                    hear,
+                    name="hear-large-long",
+                    d_model=256,
+                    n_layers=8,
+                    n_heads=8,
+                    d_mlp=1024,
+                    phase2_tokens=1_800_000,
+                )
             if name == "hear-text":  # the same data and phase 2, 4x the phase-1 (text LM) tokens
                 return replace(hear, name="hear-text", phase1_tokens=1_200_000)
             return replace(
@@ -211,7 +229,17 @@ def _tuples(value: Any) -> Any:
 
 
 #: The recipe presets (``slm-lens organism build --recipe``).
-RECIPES: tuple[str, ...] = ("full", "toy", "hear", "hear-long", "hear-short", "hear-text", "hear-large", "hear-toy")
+RECIPES: tuple[str, ...] = (
+    "full",
+    "toy",
+    "hear",
+    "hear-long",
+    "hear-short",
+    "hear-text",
+    "hear-large",
+    "hear-large-long",
+    "hear-toy",
+)
 _TOY_SIZES = frozenset(
     [
         "n_text_sentences",
