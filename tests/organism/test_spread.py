@@ -118,3 +118,30 @@ def test_round2_presets_change_only_what_they_name() -> None:
     changed = lambda r: {k for k, v in vars(r).items() if vars(hear)[k] != v}  # noqa: E731
     assert changed(short) == {"name", "phase2_tokens"} and short.phase2_tokens == hear.phase2_tokens // 3
     assert changed(large) == {"name", "d_model", "n_layers", "n_heads", "d_mlp"}
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "slm_transformerlens" / "data" / "organism" / "hear"
+
+
+@pytest.mark.parametrize("recipe", ["hear", "hear-short", "hear-large", "hear-large-long"])
+def test_shipped_spread_files_are_what_the_shipped_evaluations_give(recipe: str) -> None:
+    """``round2/spread_{recipe}.md`` (quoted by MODEL_CARD.md) is regenerated from the shipped folders, so
+    a table cannot drift from the evaluations it summarises; the labels are the files' own."""
+    path = SHIPPED / "round2" / f"spread_{recipe}.md"
+    text = path.read_text()
+    prefix = {"hear": "hear_seed", "hear-short": "short_seed", "hear-large": "large_seed"}.get(
+        recipe, "large_long_seed"
+    )
+    runs = {}
+    for row in text.splitlines():
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        if len(cells) == 7 and cells[0].startswith("seed "):
+            seed = cells[0].split()[1]
+            folder = (
+                SHIPPED / "evaluation"
+                if cells[0] == "seed 0 (round 1)"
+                else SHIPPED / "round2" / f"{prefix}{seed}"
+            )
+            runs[cells[0]] = folder
+    assert len(runs) >= 3
+    assert format_spread(heard_spread(runs)) == text
