@@ -134,18 +134,12 @@ class Recipe:
     @classmethod
     def preset(cls, name: str) -> Recipe:
         """``"full"`` (the shipped grammar organism), ``"hear"`` (issue 21's passages, phoneme units, a CPU
-        budget), ``"toy"`` / ``"hear-toy"`` (seconds; tests)."""
+        budget) and its variants ``hear-long``, ``hear-short``, ``hear-text``, ``hear-large``,
+        ``hear-large-long`` (:data:`_HEAR_CHANGES`: what each changes), ``"toy"`` / ``"hear-toy"``
+        (seconds; tests)."""
         if name == "full":
             return cls()
-        if name in (
-            "hear",
-            "hear-toy",
-            "hear-long",
-            "hear-short",
-            "hear-text",
-            "hear-large",
-            "hear-large-long",
-        ):
+        if name in _HEAR_CHANGES or name == "hear-toy":
             hear = cls(
                 name="hear",
                 corpus="hear",
@@ -163,26 +157,8 @@ class Recipe:
                 phase2_tokens=600_000,
                 variants=("main", "random_init", "untrained_units"),
             )
-            if name == "hear":
-                return hear
-            if name == "hear-long":  # the same data and phase 1, 3x the phase-2 tokens
-                return replace(hear, name="hear-long", phase2_tokens=1_800_000)
-            if name == "hear-short":  # the same data and phase 1, a third of the phase-2 tokens
-                return replace(hear, name="hear-short", phase2_tokens=200_000)
-            if name == "hear-large":  # the same data and budget, a ~5x larger model (8.6M parameters)
-                return replace(hear, name="hear-large", d_model=256, n_layers=8, n_heads=8, d_mlp=1024)
-            if name == "hear-large-long":  # hear-large's model with hear-long's phase-2 budget (1.8M)
-                return replace(
-                    hear,
-                    name="hear-large-long",
-                    d_model=256,
-                    n_layers=8,
-                    n_heads=8,
-                    d_mlp=1024,
-                    phase2_tokens=1_800_000,
-                )
-            if name == "hear-text":  # the same data and phase 2, 4x the phase-1 (text LM) tokens
-                return replace(hear, name="hear-text", phase1_tokens=1_200_000)
+            if name in _HEAR_CHANGES:
+                return replace(hear, name=name, **_HEAR_CHANGES[name])
             return replace(
                 hear,
                 name="hear-toy",
@@ -227,6 +203,22 @@ def _tuples(value: Any) -> Any:
     """JSON lists back to the recipe's (nested) tuples."""
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
+
+_LARGER_MODEL: dict[str, Any] = {
+    "d_model": 256,
+    "n_layers": 8,
+    "n_heads": 8,
+    "d_mlp": 1024,
+}  # 8.6M parameters
+#: The ``hear`` presets: what each changes of ``hear`` (same data; issue 21, rounds 1 and 2).
+_HEAR_CHANGES: dict[str, dict[str, Any]] = {
+    "hear": {},
+    "hear-long": {"phase2_tokens": 1_800_000},  # 3x the phase-2 tokens
+    "hear-short": {"phase2_tokens": 200_000},  # a third of the phase-2 tokens
+    "hear-text": {"phase1_tokens": 1_200_000},  # 4x the phase-1 (text LM) tokens
+    "hear-large": _LARGER_MODEL,  # a ~5x larger model at the same budget
+    "hear-large-long": {**_LARGER_MODEL, "phase2_tokens": 1_800_000},
+}
 
 #: The recipe presets (``slm-lens organism build --recipe``).
 RECIPES: tuple[str, ...] = (
