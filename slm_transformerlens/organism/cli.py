@@ -55,7 +55,7 @@ def add_organism_parser(commands: Any) -> None:
         "runs",
         nargs="+",
         metavar="[LABEL=]FOLDER",
-        help="evaluation folders (label defaults to the folder name)",
+        help="evaluation folders of ONE recipe (its verdict pools them); label defaults to the folder name",
     )
     spread.add_argument("--out", help="also write the markdown here (a new file; never overwrites)")
     _add_smollm2_parsers(stages)
@@ -122,7 +122,9 @@ def _run_spread(args: argparse.Namespace) -> None:
 
     runs = {}
     for item in args.runs:
-        label, _, folder = item.rpartition("=")
+        label, _, folder = ("", "", item) if Path(item).exists() else item.partition("=")
+        if not folder:
+            label, folder = "", label
         label = label or Path(folder).name
         if label in runs:
             raise SLMError(f"two runs are labelled {label!r}; give each a label: LABEL=FOLDER")

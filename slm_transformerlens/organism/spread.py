@@ -114,7 +114,10 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
 
 def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
     """Per main model (the rows with a criterion): in how many runs the criterion holds on every test
-    split, and whether that is a strict majority of its runs (the round-2 rule)."""
+    split, and whether that is a strict majority of its runs (the round-2 rule).
+
+    Every run in ``table`` counts, so give it the runs (seeds) of one recipe: runs of several recipes
+    would be pooled into one verdict."""
     mains = table[table["criterion"] != ""]
     out: dict[str, Any] = {}
     for model, g in mains.groupby("model", sort=True):

@@ -106,6 +106,9 @@ def test_spread_cli_writes_a_new_file_and_never_overwrites(tmp_path: Path, capsy
     assert "| seed 0 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1) |" in text
     assert "| b | new | main_phoneme |" in text and "1 of 2 runs (seed 0): NOT a majority" in text
     assert text in capsys.readouterr().out
+    odd = _run(tmp_path, "lr=3e-3", {"heldout": True, "new": True})  # an existing path is a folder
+    assert cli_main(["organism", "spread", str(odd)]) == 0
+    assert "| lr=3e-3 | heldout |" in capsys.readouterr().out
     assert cli_main(["organism", "spread", str(a), "--out", str(out)]) != 0
     assert "never overwrites" in capsys.readouterr().err
     assert out.read_text() == text
