@@ -122,9 +122,10 @@ def _run_spread(args: argparse.Namespace) -> None:
 
     runs = {}
     for item in args.runs:
-        label, _, folder = ("", "", item) if Path(item).exists() else item.partition("=")
-        if not folder:
-            label, folder = "", label
+        if Path(item).exists() or "=" not in item:  # an existing path is a folder, even with "=" in it
+            label, folder = "", item
+        else:
+            label, _, folder = item.partition("=")
         label = label or Path(folder).name
         if label in runs:
             raise SLMError(f"two runs are labelled {label!r}; give each a label: LABEL=FOLDER")

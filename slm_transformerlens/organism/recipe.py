@@ -221,17 +221,7 @@ _HEAR_CHANGES: dict[str, dict[str, Any]] = {
 }
 
 #: The recipe presets (``slm-lens organism build --recipe``).
-RECIPES: tuple[str, ...] = (
-    "full",
-    "toy",
-    "hear",
-    "hear-long",
-    "hear-short",
-    "hear-text",
-    "hear-large",
-    "hear-large-long",
-    "hear-toy",
-)
+RECIPES: tuple[str, ...] = ("full", "toy", *_HEAR_CHANGES, "hear-toy")
 _TOY_SIZES = frozenset(
     [
         "n_text_sentences",

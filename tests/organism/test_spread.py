@@ -121,6 +121,9 @@ def test_round2_presets_change_only_what_they_name() -> None:
     changed = lambda r: {k for k, v in vars(r).items() if vars(hear)[k] != v}  # noqa: E731
     assert changed(short) == {"name", "phase2_tokens"} and short.phase2_tokens == hear.phase2_tokens // 3
     assert changed(large) == {"name", "d_model", "n_layers", "n_heads", "d_mlp"}
+    large_long = Recipe.preset("hear-large-long")
+    assert changed(large_long) == changed(large) | {"phase2_tokens"}
+    assert large_long.phase2_tokens == Recipe.preset("hear-long").phase2_tokens == 3 * hear.phase2_tokens
 
 
 SHIPPED = Path(__file__).resolve().parents[2] / "slm_transformerlens" / "data" / "organism" / "hear"
