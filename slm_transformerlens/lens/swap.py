@@ -214,12 +214,14 @@ def swapped_audio_table(
 ) -> pd.DataFrame:
     """:func:`~slm_transformerlens.lens.transcription_table` on :func:`swap_audio` of ``dataset``.
 
+    ``dataset`` may already be a :class:`SwappedDataset` (what :func:`swap_audio` returns): it is then read
+    as it is, never swapped twice, so that one swap serves several read-outs (``seed`` is then unused).
     ``table_kwargs`` are the table's (use the SAME as for the original table). Rows are keyed like the
     original table's (``utterance``, ``word_index``, ``word``, ``layer``, ``site``, ``view``) and score each
     word's ORIGINAL target; each swapped word's donor is in ``donor_utterance``, ``donor_word_index``,
     ``donor_word`` (``<NA>`` for words that were not swapped, e.g. written words).
     """
-    swapped = swap_audio(model, dataset, seed=seed)
+    swapped = dataset if isinstance(dataset, SwappedDataset) else swap_audio(model, dataset, seed=seed)
     table = transcription_table(model, swapped, **table_kwargs)
     if table.empty:
         return table.assign(donor_utterance=None, donor_word_index=None, donor_word=None)

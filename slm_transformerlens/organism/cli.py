@@ -48,6 +48,9 @@ def add_organism_parser(commands: Any) -> None:
     evaluate.add_argument("--data", default="out/organism/data")
     evaluate.add_argument("--models", default="out/organism/models")
     evaluate.add_argument("--out", default="out/organism/evaluation")
+    evaluate.add_argument(
+        "--device", default="cpu", help="where the models run: cpu (default), cuda, ... (fp32 either way)"
+    )
     spread = stages.add_parser(
         "spread", help="heard across runs (seeds, recipes): one table of several `evaluate` folders"
     )
@@ -172,7 +175,7 @@ def run_organism(args: argparse.Namespace) -> int:
         from slm_transformerlens.organism.evaluate import evaluate_all
         from slm_transformerlens.organism.report import format_results
 
-        curves = evaluate_all(args.models, args.data, args.out)
+        curves = evaluate_all(args.models, args.data, args.out, device=args.device)
         differences = json.loads((Path(args.out) / "differences.json").read_text())
         knowledge = json.loads((Path(args.out) / "knowledge.json").read_text())
         out = Path(args.out)

@@ -269,6 +269,22 @@ def _knowledge(model: Any, renderings: list[dict[str, Any]], facts: list[dict[st
     }
 
 
+def _check_device(device: str | None) -> None:
+    """Fail before any output or compute when ``device`` is not a device this machine can run fp32 on.
+
+    Raises:
+        SLMError: an unknown device string (``"gpu"``); a ``CheckpointError`` for an absent device.
+    """
+    from slm_transformerlens.checkpoints.dtypes import check_dtype_supported
+    from slm_transformerlens.errors import SLMError
+
+    try:
+        where = torch.device(device or "cpu")
+    except RuntimeError as error:
+        raise SLMError(f"unknown device {device!r}; use cpu, cuda or cuda:N ({error})") from error
+    check_dtype_supported(torch.float32, where)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_dir: str | Path,
@@ -276,14 +292,16 @@ def evaluate_checkpoint(
     kind: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Per-layer curves (with controls and intervals), modality masses and knowledge of one checkpoint."""
+    """Per-layer curves (with controls and intervals), modality masses and knowledge of one checkpoint
+    (loaded on ``device``: CPU by default)."""
     import slm_transformerlens as slt
 
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     config = json.loads((checkpoint / "config.json").read_text())
     kind = kind or config.get("organism", {}).get("unit_kind", "kmeans")
-    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", device=device, progress=False)
     renderings = load_renderings(data_dir, kind)
     heldout = [r for r in renderings if r["split"] == "heldout" and r["words"]]
     batches, spans_true = [], []
@@ -360,17 +378,18 @@ def evaluate_heard(
     splits: tuple[str, ...] = ("heldout", "new"),
     readouts: tuple[str, ...] = HEARD_READOUTS,
     seed: int = 0,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Heard above context (:func:`~slm_transformerlens.organism.heard.heard_curves`) of one checkpoint on
     each test split present in ``data_dir`` (``heldout``: held-out sentences, held-out voice; ``new``: new
     passages in a second unseen voice, ``hear`` recipe only). Columns ``split, readout, layer, n, rate,
-    swapped_rate, heard, heard_low, heard_high``."""
+    swapped_rate, heard, heard_low, heard_high``. The model is loaded on ``device`` (CPU by default)."""
     import slm_transformerlens as slt
 
     checkpoint, data_dir = Path(checkpoint), Path(data_dir)
     config = json.loads((checkpoint / "config.json").read_text())
     kind = config.get("organism", {}).get("unit_kind", "kmeans")
-    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", progress=False)
+    model = slt.load(checkpoint, tokenizer=checkpoint / "base_tokenizer", device=device, progress=False)
     renderings = load_renderings(data_dir, kind)
     frames = []
     for split in splits:
@@ -403,18 +422,21 @@ def evaluate_all(
     *,
     threads: int | None = 1,
     heard: bool = True,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """Evaluate every checkpoint under ``models_dir``; write ``curves.csv`` and ``knowledge.json``, and
     with ``heard`` (default) ``heard.csv`` (every read-out, every test split) and ``heard_acceptance.json``
     (issue 21's criterion for each ``main_{units}`` against its ``random_init`` / ``untrained_units``).
 
     ``threads``: torch CPU threads (1 by default: these models are small, and on a busy machine more
-    threads are much slower).
+    threads are much slower). ``device``: where each model runs (CPU by default; ``"cuda"`` evaluates the
+    same fp32 read-outs on a GPU).
     """
     from slm_transformerlens.organism.inputs import check_evaluation_inputs
     from slm_transformerlens.outputs import claim_output_files
 
     check_evaluation_inputs(models_dir, data_dir)
+    _check_device(device)
     written = ("curves.csv", "knowledge.json", "differences.json", "heard.csv", "heard_acceptance.json")
     claim_output_files(out_dir, (*written, "results.md"))  # results.md: `organism evaluate` writes it
     if threads:
@@ -423,7 +445,7 @@ def evaluate_all(
     out.mkdir(parents=True, exist_ok=True)
     frames, knowledge, hits, heard_frames = [], {}, {}, []
     for checkpoint in sorted(p.parent for p in Path(models_dir).glob("*/config.json")):
-        result = evaluate_checkpoint(checkpoint, data_dir)
+        result = evaluate_checkpoint(checkpoint, data_dir, device=device)
         frame = pd.DataFrame(result["curves"]).assign(model=checkpoint.name)
         frames.append(frame)
         knowledge[checkpoint.name] = result["knowledge"] | {
@@ -434,7 +456,9 @@ def evaluate_all(
         }
         hits[checkpoint.name] = result["hits"]["transcription_span"]
         if heard:
-            heard_frames.append(evaluate_heard(checkpoint, data_dir).assign(model=checkpoint.name))
+            heard_frames.append(
+                evaluate_heard(checkpoint, data_dir, device=device).assign(model=checkpoint.name)
+            )
         print(f"evaluated {checkpoint.name}", flush=True)
     curves = pd.concat(frames, ignore_index=True)
     curves.to_csv(out / "curves.csv", index=False)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from slm_transformerlens.lens import heard_rates, shuffled_control, swapped_audio_table
+from slm_transformerlens.lens import heard_rates, shuffled_control, swap_audio, swapped_audio_table
 from slm_transformerlens.organism.corpus import is_content_word
 
 __all__ = ["HEARD_READOUTS", "K", "acceptance", "heard_curves"]
@@ -82,6 +82,7 @@ def heard_curves(
             for s in dataset
         ]
     items, owners = _one_word_items(batches)
+    swapped_items = swap_audio(model, items, seed=seed)  # one swap (deterministic) for every read-out
     frames = []
     for positions in readouts:
         kwargs = {
@@ -94,7 +95,7 @@ def heard_curves(
             "batch_tokens": 8192,
         }
         table = _content(transcription_table(model, batches, **kwargs))
-        swapped = swapped_audio_table(model, items, seed=seed, **kwargs)
+        swapped = swapped_audio_table(model, swapped_items, **kwargs)
         swapped["utterance"] = owners[swapped["utterance"].to_numpy()]
         keys = ["utterance", "word_index"]
         table = table.merge(swapped[keys].drop_duplicates(), on=keys)  # words that own tokens in both

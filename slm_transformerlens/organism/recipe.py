@@ -135,7 +135,7 @@ class Recipe:
     def preset(cls, name: str) -> Recipe:
         """``"full"`` (the shipped grammar organism), ``"hear"`` (issue 21's passages, phoneme units, a CPU
         budget) and its variants ``hear-long``, ``hear-short``, ``hear-text``, ``hear-large``,
-        ``hear-large-long`` (:data:`_HEAR_CHANGES`: what each changes), ``"toy"`` / ``"hear-toy"``
+        ``hear-large-long``, ``hear-xl`` (:data:`_HEAR_CHANGES`: what each changes), ``"toy"`` / ``"hear-toy"``
         (seconds; tests)."""
         if name == "full":
             return cls()
@@ -218,6 +218,17 @@ _HEAR_CHANGES: dict[str, dict[str, Any]] = {
     "hear-text": {"phase1_tokens": 1_200_000},  # 4x the phase-1 (text LM) tokens
     "hear-large": _LARGER_MODEL,  # a ~5x larger model at the same budget
     "hear-large-long": {**_LARGER_MODEL, "phase2_tokens": 1_800_000},
+    # round 3 (a GPU run): a ~3x larger model than hear-large, 4x the text phase, 2x hear-long's phase 2
+    "hear-xl": {
+        "d_model": 384,
+        "n_layers": 12,
+        "n_heads": 6,
+        "d_mlp": 1536,
+        "phase1_tokens": 1_200_000,
+        "phase2_tokens": 3_600_000,
+        "lr": 1e-3,
+        "warmup_steps": 200,
+    },
 }
 
 #: The recipe presets (``slm-lens organism build --recipe``).

@@ -325,7 +325,12 @@ def format_results(
                 for readout in ("any", "max", "last"):
                     table = heard_table(heard, model, readout=readout, split=split)
                     if len(table):
-                        lines += [f"#### {model}: {split}, read-out `{readout}`", "", markdown_table(table), ""]
+                        lines += [
+                            f"#### {model}: {split}, read-out `{readout}`",
+                            "",
+                            markdown_table(table),
+                            "",
+                        ]
         lines += [
             "## Rates without the context control",
             "",

@@ -170,6 +170,11 @@ def test_swapped_audio_control_equals_a_hand_built_second_run(spiritlm_model):
                 best = logits[row.position, target].max()
                 expected = int((logits[row.position][text] > best).sum())
                 assert row.rank == expected
+    # a SwappedDataset is read as it is (one swap for several read-outs), never swapped a second time
+    reused = swapped_audio_table(
+        model, swapped, positions="last", layers=[0, 1], views=["text"], progress=False
+    )
+    pd.testing.assert_frame_equal(reused, table)
 
 
 def test_swap_audio_shifts_later_spans_and_refuses_without_a_donor(spiritlm_model):

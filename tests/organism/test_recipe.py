@@ -112,3 +112,59 @@ def _bigger(recipe: Recipe) -> Recipe:
     from dataclasses import replace
 
     return replace(recipe, phase2_tokens=recipe.phase2_tokens * 4)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cuda", "CUDA is not available"), ("gpu", "unknown device 'gpu'; use cpu, cuda or cuda:N")],
+)
+def test_evaluation_refuses_a_device_it_cannot_use_before_writing(
+    toy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, device: str, message: str
+) -> None:
+    from slm_transformerlens.errors import SLMError
+    from slm_transformerlens.organism.evaluate import evaluate_all
+
+    data, models = toy
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "evaluation"
+    with pytest.raises(SLMError, match=message):
+        evaluate_all(models, data, out, device=device)
+    assert not out.exists()
+
+
+def test_evaluate_device_reaches_every_model_load(
+    toy: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`organism evaluate --device X` loads every checkpoint on X, for the curves and for heard alike."""
+    import slm_transformerlens as slt
+    from slm_transformerlens.cli import main
+
+    data, models = toy
+    seen: list[object] = []
+    real_load = slt.load
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("device"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(slt, "load", spy)
+    out = tmp_path / "evaluation"
+    assert (
+        main(
+            [
+                "organism",
+                "evaluate",
+                "--data",
+                str(data),
+                "--models",
+                str(models),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert seen == ["cpu"] * 4  # two checkpoints (main, untrained units), each loaded for curves and heard
+    assert (out / "heard.csv").exists()
