@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -151,6 +152,10 @@ def check_split(path: Path, first: str, second: str, single: slt.HookedSLM, utte
     )
 
 
+def _is_float_list(value: object) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray)) and len(value) > 0 and isinstance(value[0], float)
+
+
 def compare_tables(got: pd.DataFrame, expected: pd.DataFrame) -> str | None:
     """``None`` when equal (floats within the tolerance, everything else exactly), else what differs."""
     if list(got.columns) != list(expected.columns) or len(got) != len(expected):
@@ -160,6 +165,13 @@ def compare_tables(got: pd.DataFrame, expected: pd.DataFrame) -> str | None:
         if pd.api.types.is_float_dtype(b):
             delta = (a.astype(float) - b.astype(float)).abs().max()
             if not (delta <= TOLERANCE or ((a.isna() == b.isna()).all() and a.notna().sum() == 0)):
+                return f"column {column}: max |diff| {delta:.2e}"
+        elif b.map(_is_float_list).any():  # top_probs: floats per row, within the tolerance
+            if a.map(len).tolist() != b.map(len).tolist():
+                return f"column {column}: list lengths differ"
+            pairs = [(np.asarray(x, float), np.asarray(y, float)) for x, y in zip(a, b, strict=True)]
+            delta = max((float(np.abs(x - y).max(initial=0.0)) for x, y in pairs), default=0.0)
+            if delta > TOLERANCE:
                 return f"column {column}: max |diff| {delta:.2e}"
         elif not a.astype(object).where(a.notna(), None).equals(b.astype(object).where(b.notna(), None)):
             return f"column {column}: {int((a.astype(str) != b.astype(str)).sum())} rows differ"

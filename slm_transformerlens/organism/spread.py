@@ -6,11 +6,13 @@ evaluation's ``heard.csv``, ``heard_acceptance.json`` and ``knowledge.json`` as 
 nothing, and puts them side by side:
 
 - :func:`heard_spread`: per run, test split and model, heard's peak (read-out ``any``) with its 95% paired
-  interval and layer, the best lower bound at an inner layer, issue 21's criterion (main models), and
-  spoken-fact accuracy with its Wilson interval;
+  interval and layer, the best lower bound at an inner layer, issue 21's criterion (main models), whether
+  it also holds by word type (main's ``heard_low_type`` above 0 at a criterion layer), and spoken-fact
+  accuracy with its Wilson interval;
 - :func:`spread_verdict`: the rule fixed before round 2 (``data/organism/hear/PLAN_round2.md``): a recipe's
   main model hears more than its baselines only if the criterion holds on every test split in a majority
-  of its runs;
+  of its runs; and the one fixed before round 3 (``PLAN_round3.md``): it hears robustly only if, in a
+  majority of its runs, the criterion holds on every test split and by word type too;
 - :func:`format_spread`: both as markdown (``slm-lens organism spread``).
 """
 
@@ -67,7 +69,11 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
         Columns ``run, split, model, heard_peak, heard_low, heard_high, peak_layer, n_layers,
         best_inner_low`` (the highest lower bound at a layer strictly between the first and the last),
         ``criterion`` (``"holds"`` / ``"fails"`` for a main model, ``""`` for a baseline),
-        ``criterion_layers``, ``spoken_knowledge``, ``spoken_low``, ``spoken_high`` (95% Wilson, a tie
+        ``criterion_layers``, ``type_low`` (a main model whose criterion holds: the largest lower bound by
+        word type, ``heard_low_type``, over its criterion layers; NaN otherwise and when ``heard.csv``
+        has no ``heard_low_type``), ``robust`` (a main model: ``"holds"`` when the criterion holds and
+        ``type_low`` is above 0, ``"fails"`` otherwise, ``"n/a"`` without ``heard_low_type``; ``""``
+        for a baseline), ``spoken_knowledge``, ``spoken_low``, ``spoken_high`` (95% Wilson, a tie
         counting half; on the ``heldout`` rows only, whose voice speaks the facts; NaN elsewhere and
         without ``knowledge.json``) and ``n``.
     """
@@ -81,6 +87,8 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
             raise SLMError(
                 f"{folder}/heard.csv has no read-out {readout!r}; it has {sorted(heard['readout'].unique())}"
             )
+        # an evaluation older than the bound by word type has no heard_low_type
+        by_type = "heard_low_type" in heard.columns
         for (split, model), g in part.groupby(["split", "model"], sort=True):
             g = g.sort_values("layer")
             peak = g.loc[g["heard"].idxmax()]
@@ -90,6 +98,16 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
             if "speech_accuracy" in facts:
                 spoken, n_facts = float(facts["speech_accuracy"]), int(facts["speech_n"])
                 low, high = (float(x) for x in wilson_interval(np.asarray(spoken * n_facts), n_facts, 0.95))
+            type_low, robust = np.nan, ""
+            if verdict is not None:
+                if not by_type:
+                    robust = "n/a"
+                elif verdict["holds"]:
+                    at = g.loc[g["layer"].isin([int(x) for x in verdict["layers"]]), "heard_low_type"]
+                    type_low = float(at.max()) if len(at) else np.nan
+                    robust = "holds" if type_low > 0 else "fails"
+                else:
+                    robust = "fails"
             rows.append(
                 {
                     "run": label,
@@ -103,6 +121,8 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
                     "best_inner_low": float(g.iloc[1:-1]["heard_low"].max()) if len(g) > 2 else np.nan,
                     "criterion": "" if verdict is None else ("holds" if verdict["holds"] else "fails"),
                     "criterion_layers": "" if verdict is None else ", ".join(map(str, verdict["layers"])),
+                    "type_low": type_low,
+                    "robust": robust,
                     "spoken_knowledge": spoken,
                     "spoken_low": low,
                     "spoken_high": high,
@@ -114,7 +134,9 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
 
 def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
     """Per main model (the rows with a criterion): in how many runs the criterion holds on every test
-    split, and whether that is a strict majority of its runs (the round-2 rule).
+    split, and whether that is a strict majority of its runs (the round-2 rule); and the same for the
+    criterion holding by word type too (``robust``, the round-3 rule): ``robust_on_every_split`` and
+    ``robust_majority``.
 
     Every run in ``table`` counts, so give it the runs (seeds) of one recipe: runs of several recipes
     would be pooled into one verdict."""
@@ -123,17 +145,21 @@ def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
     for model, g in mains.groupby("model", sort=True):
         per_run = g.groupby("run", sort=False)["criterion"].apply(lambda c: bool((c == "holds").all()))
         held = [str(run) for run, ok in per_run.items() if ok]
+        per_run_robust = g.groupby("run", sort=False)["robust"].apply(lambda c: bool((c == "holds").all()))
+        robust = [str(run) for run, ok in per_run_robust.items() if ok]
         out[str(model)] = {
             "runs": len(per_run),
             "holds_on_every_split": held,
             "majority": len(held) * 2 > len(per_run),
+            "robust_on_every_split": robust,
+            "robust_majority": len(robust) * 2 > len(per_run),
         }
     return out
 
 
 def format_spread(table: pd.DataFrame) -> str:
-    """Markdown: the verdict in plain words, then the table (heard peaks with intervals, criterion,
-    spoken knowledge)."""
+    """Markdown: the verdicts in plain words (by utterance, then by word type too), then the table (heard
+    peaks with intervals, criterion, the lower bound by word type at its layers, spoken knowledge)."""
     lines = []
     for model, v in spread_verdict(table).items():
         held = ", ".join(v["holds_on_every_split"]) or "none"
@@ -141,6 +167,19 @@ def format_spread(table: pd.DataFrame) -> str:
         lines.append(
             f"- {model}: issue 21's criterion holds on every test split in {len(v['holds_on_every_split'])} "
             f"of {v['runs']} runs ({held}): {word}."
+        )
+        robust = ", ".join(v["robust_on_every_split"]) or "none"
+        word = "a majority" if v["robust_majority"] else "NOT a majority"
+        unknown = table[(table["model"] == model) & (table["robust"] == "n/a")]["run"].unique()
+        missing = (
+            f" ({', '.join(map(str, unknown))}: no heard_low_type, counted as not holding)"
+            if len(unknown)
+            else ""
+        )
+        lines.append(
+            f"- {model}: issue 21's criterion holds on every test split and by word type too (heard_low_type "
+            f"above 0 at a criterion layer) in {len(v['robust_on_every_split'])} of {v['runs']} runs "
+            f"({robust}): {word}.{missing}"
         )
     shown = pd.DataFrame(
         {
@@ -154,6 +193,12 @@ def format_spread(table: pd.DataFrame) -> str:
             "best inner lower bound": table["best_inner_low"].map(lambda x: f"{x:+.3f}"),
             "criterion": [
                 f"{r.criterion} ({r.criterion_layers})" if r.criterion == "holds" else r.criterion
+                for r in table.itertuples()
+            ],
+            "by word type at criterion layers": [
+                f"{r.type_low:+.3f} ({r.robust})"
+                if r.criterion == "holds" and not np.isnan(r.type_low)
+                else r.robust
                 for r in table.itertuples()
             ],
             "spoken knowledge [95%]": [

@@ -9,6 +9,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -160,3 +161,23 @@ def test_gpu_check_script_runs_on_cpu(capsys) -> None:
     assert module.main(["--devices", "cpu,cpu"]) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and out.count("PASS") >= 20
+
+
+def test_gpu_check_compares_lists_of_floats_within_its_tolerance() -> None:
+    """On an H200 the check failed a split model only because it compared ``top_probs`` (a list of floats
+    per row) as text: lists of floats get the float columns' tolerance, other lists stay exact."""
+    spec = importlib.util.spec_from_file_location(
+        "check_device_map_gpu", ROOT / "benchmarks" / "check_device_map_gpu.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = pd.DataFrame(
+        {"top_probs": [[0.5, 0.25], [0.125, 0.0625]], "top_tokens": [["a", "b"], ["c", "d"]]}
+    )
+    close = table.assign(top_probs=[[0.5 + module.TOLERANCE / 2, 0.25], [0.125, 0.0625]])
+    assert module.compare_tables(close, table) is None
+    far = table.assign(top_probs=[[0.5, 0.25], [0.125, 0.0625 + 10 * module.TOLERANCE]])
+    assert "top_probs: max |diff|" in module.compare_tables(far, table)
+    swapped = table.assign(top_tokens=[["a", "b"], ["d", "c"]])
+    assert module.compare_tables(swapped, table) == "column top_tokens: 1 rows differ"

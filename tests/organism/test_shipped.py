@@ -150,3 +150,32 @@ def test_packaged_hear_evaluations_are_complete_and_consistent(folder: str) -> N
         "new",
     }
     assert (root / "results.md").read_text().startswith("## Heard above context")
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [f"round3/{name}_seed{seed}" for name in ("large_long_gpu", "xl") for seed in range(5)],
+)
+def test_round3_gpu_evaluations_are_complete_and_their_verdicts_recompute(folder: str) -> None:
+    """Issue 21's round 3 (trained on an H200, evaluated there; weights not shipped): every model, both
+    test sets, every read-out at every layer, heard = rate - swapped, and the shipped verdict recomputes
+    from the shipped table; the training logs name the recipe and the GPU."""
+    from slm_transformerlens.organism.evaluate import heard_acceptance
+    from slm_transformerlens.organism.recipe import Recipe
+
+    root = shipped_root() / "hear" / folder
+    logs = json.loads((root / "train_logs.json").read_text())
+    recipe = Recipe.preset("hear-xl" if "xl" in folder else "hear-large-long")
+    assert {log["recipe"] for log in logs.values()} == {recipe.name}
+    assert {log["device"] for log in logs.values() if log.get("phase2_log")} == {"cuda"}
+    heard = pd.read_csv(root / "heard.csv")
+    assert set(heard["model"]) == set(logs) and set(heard["split"]) == {"heldout", "new"}
+    assert set(heard["readout"]) == {"any", "max", "last"}
+    assert set(heard["layer"]) == set(range(recipe.n_layers))
+    assert (heard["heard"] - (heard["rate"] - heard["swapped_rate"])).abs().max() < 1e-9
+    assert (heard["heard_low_type"] <= heard["heard"] + 1e-12).all()
+    again = heard_acceptance(
+        heard, main="main_phoneme", baselines=("random_init_phoneme", "untrained_units_phoneme")
+    )
+    shipped = json.loads((root / "heard_acceptance.json").read_text())
+    assert shipped["main_phoneme"] == json.loads(json.dumps(again))

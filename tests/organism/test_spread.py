@@ -18,13 +18,23 @@ from slm_transformerlens.organism.spread import format_spread, heard_spread, spr
 MAIN, RANDOM = "main_phoneme", "random_init_phoneme"
 
 
-def _evaluation(folder: Path, heard: dict[tuple[str, str], list[float]], holds: dict[str, bool]) -> Path:
+def _evaluation(
+    folder: Path,
+    heard: dict[tuple[str, str], list[float]],
+    holds: dict[str, bool],
+    *,
+    low_type: dict[tuple[str, str], list[float]] | None = None,
+    layers: tuple[int, ...] = (1,),
+) -> Path:
     """A folder like ``organism evaluate``'s: heard per (split, model) over 4 layers, lower bound = heard -
-    0.02, upper = heard + 0.02; a ``max`` read-out row set that must be ignored; knowledge 0.6 of 50."""
+    0.02, upper = heard + 0.02, lower bound by word type = heard - 0.03 unless ``low_type`` gives that
+    (split, model)'s per layer; a ``max`` read-out row set (0.5 higher) that must be ignored; the
+    criterion holds at ``layers`` where it holds; knowledge 0.6 of 50."""
     folder.mkdir(parents=True)
     rows = []
     for (split, model), values in heard.items():
-        for layer, h in enumerate(values):
+        by_type = (low_type or {}).get((split, model), [h - 0.03 for h in values])
+        for layer, (h, t) in enumerate(zip(values, by_type, strict=True)):
             for readout, shift in (("any", 0.0), ("max", 0.5)):
                 rows.append(
                     {
@@ -35,25 +45,26 @@ def _evaluation(folder: Path, heard: dict[tuple[str, str], list[float]], holds: 
                         "heard": h + shift,
                         "heard_low": h + shift - 0.02,
                         "heard_high": h + shift + 0.02,
+                        "heard_low_type": t + shift,
                         "n": 100,
                     }
                 )
     pd.DataFrame(rows).to_csv(folder / "heard.csv", index=False)
-    verdicts = {MAIN: {s: {"holds": ok, "layers": [1] if ok else []} for s, ok in holds.items()}}
+    verdicts = {MAIN: {s: {"holds": ok, "layers": list(layers) if ok else []} for s, ok in holds.items()}}
     (folder / "heard_acceptance.json").write_text(json.dumps(verdicts))
     knowledge = {m: {"speech_accuracy": 0.6, "speech_n": 50} for m in (MAIN, RANDOM)}
     (folder / "knowledge.json").write_text(json.dumps(knowledge))
     return folder
 
 
-def _run(tmp: Path, name: str, holds: dict[str, bool]) -> Path:
+def _run(tmp: Path, name: str, holds: dict[str, bool], **kwargs) -> Path:
     heard = {
         ("heldout", MAIN): [0.01, 0.05, 0.03, 0.09],  # peak at the LAST layer; best inner low 0.05 - 0.02
         ("heldout", RANDOM): [0.02, 0.01, 0.00, 0.00],
         ("new", MAIN): [0.07, 0.04, 0.06, 0.01],
         ("new", RANDOM): [0.00, 0.03, 0.00, 0.00],
     }
-    return _evaluation(tmp / name, heard, holds)
+    return _evaluation(tmp / name, heard, holds, **kwargs)
 
 
 def test_spread_rows_by_hand(tmp_path: Path) -> None:
@@ -78,16 +89,103 @@ def test_spread_rows_by_hand(tmp_path: Path) -> None:
 def test_majority_rule_counts_runs_that_hold_on_every_split(tmp_path: Path) -> None:
     both, one = {"heldout": True, "new": True}, {"heldout": False, "new": True}
     minority = heard_spread({f"s{i}": _run(tmp_path, f"m{i}", h) for i, h in enumerate([both, one, one])})
-    assert spread_verdict(minority) == {MAIN: {"runs": 3, "holds_on_every_split": ["s0"], "majority": False}}
+    assert spread_verdict(minority) == {
+        MAIN: {
+            "runs": 3,
+            "holds_on_every_split": ["s0"],
+            "majority": False,
+            "robust_on_every_split": ["s0"],  # by type: 0.05 - 0.03 and 0.04 - 0.03 at layer 1, both > 0
+            "robust_majority": False,
+        }
+    }
     assert "1 of 3 runs (s0): NOT a majority" in format_spread(minority)
     majority = heard_spread({f"s{i}": _run(tmp_path, f"j{i}", h) for i, h in enumerate([both, one, both])})
     assert spread_verdict(majority)[MAIN] == {
         "runs": 3,
         "holds_on_every_split": ["s0", "s2"],
         "majority": True,
+        "robust_on_every_split": ["s0", "s2"],
+        "robust_majority": True,
     }
     tie = heard_spread({f"s{i}": _run(tmp_path, f"t{i}", h) for i, h in enumerate([both, one])})
     assert spread_verdict(tie)[MAIN]["majority"] is False  # half is not a majority
+
+
+def test_by_word_type_at_the_criterion_layers_by_hand(tmp_path: Path) -> None:
+    """Round 3's rule: the criterion (by utterance) on every split AND, on each, main's lower bound by word
+    type above 0 at one of its criterion layers (the largest over those layers, not over all layers)."""
+    both, one = {"heldout": True, "new": True}, {"heldout": False, "new": True}
+    # criterion layers 1 and 2; s1's `new` is above 0 by type only at layers 0 and 3, outside them
+    s1_type = {("new", MAIN): [0.5, -0.004, -0.010, 0.5]}
+    table = heard_spread(
+        {
+            "s0": _run(tmp_path, "r0", both, layers=(1, 2)),
+            "s1": _run(tmp_path, "r1", both, layers=(1, 2), low_type=s1_type),
+            "s2": _run(tmp_path, "r2", one, layers=(1, 2)),
+        }
+    )
+    row = {(r.run, r.split, r.model): r for r in table.itertuples()}
+    # s0 heldout: by type 0.05 - 0.03 = 0.02 at layer 1, 0.03 - 0.03 = 0 at layer 2 -> 0.02
+    assert row["s0", "heldout", MAIN].type_low == pytest.approx(0.02)
+    assert row["s0", "heldout", MAIN].robust == "holds"
+    # s0 new: 0.04 - 0.03 = 0.01 at layer 1, 0.06 - 0.03 = 0.03 at layer 2 -> 0.03
+    assert row["s0", "new", MAIN].type_low == pytest.approx(0.03)
+    assert row["s1", "new", MAIN].type_low == pytest.approx(-0.004)  # not 0.5 (layers 0, 3)
+    assert (row["s1", "new", MAIN].robust, row["s1", "heldout", MAIN].robust) == ("fails", "holds")
+    assert math.isnan(row["s2", "heldout", MAIN].type_low) and row["s2", "heldout", MAIN].robust == "fails"
+    assert row["s2", "new", MAIN].robust == "holds"
+    assert set(table.loc[table["model"] == RANDOM, "robust"]) == {""}
+    assert table.loc[table["model"] == RANDOM, "type_low"].isna().all()
+    assert spread_verdict(table) == {
+        MAIN: {
+            "runs": 3,
+            "holds_on_every_split": ["s0", "s1"],
+            "majority": True,
+            "robust_on_every_split": ["s0"],
+            "robust_majority": False,
+        }
+    }
+    text = format_spread(table)
+    lines = text.splitlines()
+    assert (
+        lines[0]
+        == "- main_phoneme: issue 21's criterion holds on every test split in 2 of 3 runs (s0, s1): a majority."
+    )
+    assert lines[1] == (
+        "- main_phoneme: issue 21's criterion holds on every test split and by word type too (heard_low_type "
+        "above 0 at a criterion layer) in 1 of 3 runs (s0): NOT a majority."
+    )
+    assert "| criterion | by word type at criterion layers | spoken knowledge [95%] |" in text
+    assert (
+        "| s0 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1, 2) | +0.020 (holds) |"
+        in text
+    )
+    assert (
+        "| s1 | new | main_phoneme | +0.070 [+0.050, +0.090] (0) | +0.040 | holds (1, 2) | -0.004 (fails) |  |"
+        in text
+    )
+    assert "| s2 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | fails | fails |" in text
+    assert "| s2 | heldout | random_init_phoneme | +0.020 [+0.000, +0.040] (0) | -0.010 |  |  | 0.600" in text
+
+
+def test_an_evaluation_without_heard_low_type_gives_n_a(tmp_path: Path) -> None:
+    """A heard.csv written before the bound by word type: the criterion as before, by type "n/a"."""
+    old = _run(tmp_path, "old", {"heldout": True, "new": True})
+    heard = pd.read_csv(old / "heard.csv")
+    heard.drop(columns="heard_low_type").to_csv(old / "heard.csv", index=False)
+    new = _run(tmp_path, "new", {"heldout": True, "new": True})
+    table = heard_spread({"old": old, "new": new})
+    mains = table[table["model"] == MAIN]
+    assert list(mains["criterion"]) == ["holds"] * 4
+    assert list(mains["robust"]) == ["n/a", "n/a", "holds", "holds"]
+    assert mains["type_low"].iloc[:2].isna().all()
+    assert set(table.loc[table["model"] == RANDOM, "robust"]) == {""}
+    v = spread_verdict(table)[MAIN]
+    assert (v["holds_on_every_split"], v["majority"]) == (["old", "new"], True)
+    assert (v["robust_on_every_split"], v["robust_majority"]) == (["new"], False)
+    text = format_spread(table)
+    assert "| old | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1) | n/a |" in text
+    assert "in 1 of 2 runs (new): NOT a majority. (old: no heard_low_type, counted as not holding)" in text
 
 
 def test_spread_refuses_a_folder_without_heard(tmp_path: Path) -> None:
@@ -103,7 +201,10 @@ def test_spread_cli_writes_a_new_file_and_never_overwrites(tmp_path: Path, capsy
     out = tmp_path / "spread.md"
     assert cli_main(["organism", "spread", f"seed 0={a}", str(b), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| seed 0 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1) |" in text
+    assert (
+        "| seed 0 | heldout | main_phoneme | +0.090 [+0.070, +0.110] (3) | +0.030 | holds (1) | +0.020 (holds) |"
+        in text
+    )
     assert "| b | new | main_phoneme |" in text and "1 of 2 runs (seed 0): NOT a majority" in text
     assert text in capsys.readouterr().out
     odd = _run(tmp_path, "lr=3e-3", {"heldout": True, "new": True})  # an existing path is a folder
@@ -129,25 +230,28 @@ def test_round2_presets_change_only_what_they_name() -> None:
 SHIPPED = Path(__file__).resolve().parents[2] / "slm_transformerlens" / "data" / "organism" / "hear"
 
 
-@pytest.mark.parametrize("recipe", ["hear", "hear-short", "hear-large", "hear-large-long"])
-def test_shipped_spread_files_are_what_the_shipped_evaluations_give(recipe: str) -> None:
-    """``round2/spread_{recipe}.md`` (quoted by MODEL_CARD.md) is regenerated from the shipped folders, so
-    a table cannot drift from the evaluations it summarises; the labels are the files' own."""
-    path = SHIPPED / "round2" / f"spread_{recipe}.md"
-    text = path.read_text()
-    prefix = {"hear": "hear_seed", "hear-short": "short_seed", "hear-large": "large_seed"}.get(
-        recipe, "large_long_seed"
-    )
+@pytest.mark.parametrize(
+    ("spread", "prefix"),
+    [
+        ("round2/spread_hear.md", "round2/hear_seed"),
+        ("round2/spread_hear-short.md", "round2/short_seed"),
+        ("round2/spread_hear-large.md", "round2/large_seed"),
+        ("round2/spread_hear-large-long.md", "round2/large_long_seed"),
+        ("round3/spread_hear-large-long-gpu.md", "round3/large_long_gpu_seed"),
+        ("round3/spread_hear-xl.md", "round3/xl_seed"),
+    ],
+)
+def test_shipped_spread_files_are_what_the_shipped_evaluations_give(spread: str, prefix: str) -> None:
+    """``round2/`` and ``round3/spread_{recipe}.md`` (quoted by MODEL_CARD.md) are regenerated from the
+    shipped folders, so a table cannot drift from the evaluations it summarises; the labels are the
+    files' own."""
+    text = (SHIPPED / spread).read_text()
     runs = {}
     for row in text.splitlines():
         cells = [c.strip() for c in row.split("|")[1:-1]]
-        if len(cells) == 7 and cells[0].startswith("seed "):
+        if len(cells) == 8 and cells[0].startswith("seed "):
             seed = cells[0].split()[1]
-            folder = (
-                SHIPPED / "evaluation"
-                if cells[0] == "seed 0 (round 1)"
-                else SHIPPED / "round2" / f"{prefix}{seed}"
-            )
+            folder = SHIPPED / "evaluation" if cells[0] == "seed 0 (round 1)" else SHIPPED / f"{prefix}{seed}"
             runs[cells[0]] = folder
     assert len(runs) >= 3
     assert format_spread(heard_spread(runs)) == text
