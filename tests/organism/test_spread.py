@@ -255,3 +255,29 @@ def test_shipped_spread_files_are_what_the_shipped_evaluations_give(spread: str,
             runs[cells[0]] = folder
     assert len(runs) >= 3
     assert format_spread(heard_spread(runs)) == text
+
+
+def test_round3_xl_preset_is_what_plan_round3_says() -> None:
+    """`hear-xl` (PLAN_round3.md, committed before the run): d_model 384, 12 layers, 6 heads, MLP 1,536,
+    28.6M parameters, 1.2M + 3.6M tokens, learning rate 1e-3 with 200 warm-up steps; the data as `hear`."""
+    from slm_transformerlens.organism.train import _new_model
+
+    hear, xl = Recipe.preset("hear"), Recipe.preset("hear-xl")
+    changed = {k for k, v in vars(xl).items() if vars(hear)[k] != v}
+    assert changed == {
+        "name",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "d_mlp",
+        "phase1_tokens",
+        "phase2_tokens",
+    } | {
+        "lr",
+        "warmup_steps",
+    }
+    assert (xl.d_model, xl.n_layers, xl.n_heads, xl.d_mlp) == (384, 12, 6, 1536)
+    assert (xl.phase1_tokens, xl.phase2_tokens, xl.lr, xl.warmup_steps) == (1_200_000, 3_600_000, 1e-3, 200)
+    vocab = 768 + 68 + 2  # base tokenizer + 68 phoneme units + 2 markers (the hear build's vocab.json)
+    n_parameters = sum(p.numel() for p in _new_model(xl, vocab, seed=0).parameters())
+    assert n_parameters == 28_642_944  # 28.6M
