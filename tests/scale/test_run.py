@@ -126,8 +126,19 @@ def test_sigint_then_resume_gives_the_uninterrupted_table(
 ) -> None:
     out = tmp_path / "out"
     argv = analyze(spiritlm_checkpoint, data, out, "--part-size", "2", "--batch-tokens", "64")
+    # Each written part is followed by a 0.5 s pause, so that the SIGINT sent once 4 items are logged
+    # lands mid-run however fast or busy the machine is (the whole run takes about 2 s without it; on a
+    # busy CI machine it once finished before the signal arrived).
+    paced = (
+        "import sys, time\n"
+        "import slm_transformerlens.apps.run as run\n"
+        "write = run._write_part\n"
+        "run._write_part = lambda *a, **k: (write(*a, **k), time.sleep(0.5))[0]\n"
+        "from slm_transformerlens.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "slm_transformerlens.cli", *argv],
+        [sys.executable, "-c", paced, *argv],
         cwd=ROOT,
         env=env(),
         stderr=subprocess.PIPE,
