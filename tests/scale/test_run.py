@@ -126,11 +126,12 @@ def test_sigint_then_resume_gives_the_uninterrupted_table(
 ) -> None:
     out = tmp_path / "out"
     argv = analyze(spiritlm_checkpoint, data, out, "--part-size", "2", "--batch-tokens", "64")
-    # Each written part is followed by a 0.5 s pause, so that the SIGINT sent once 4 items are logged
-    # lands mid-run however fast or busy the machine is (the whole run takes about 2 s without it; on a
-    # busy CI machine it once finished before the signal arrived).
+    # The child takes SIGINT as Python does by default (a shell that starts a job in the background
+    # without job control, as `cmd &` in a script, makes it ignored, and a child inherits that), and
+    # pauses 0.5 s after each written part, so that the SIGINT sent once 4 items are logged lands mid-run.
     paced = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import slm_transformerlens.apps.run as run\n"
         "write = run._write_part\n"
         "run._write_part = lambda *a, **k: (write(*a, **k), time.sleep(0.5))[0]\n"
