@@ -669,6 +669,20 @@ def _init_distributed(launch: Launch, device: str | None, split: bool = False) -
     return device
 
 
+def _group_initialized() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _end_group() -> None:
+    """Destroy the default process group (after the run's last collective)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _swapped_audio(
     model: Any,
     items: Sequence[RunItem],
@@ -768,57 +782,70 @@ def run_analysis(
         )
     _check_items(items)
     launch = launch or launch_from_environment()
+    owns_group = launch.distributed and not _group_initialized()
     device = _init_distributed(launch, device, split)
-    out = Path(out_dir)
-    settings = _plain({**settings, "protocol": protocol})
-    plan: dict[str, Any] = {}
-    if launch.main:
+    try:  # every collective of the run happens in here
+        out = Path(out_dir)
+        settings = _plain({**settings, "protocol": protocol})
+        plan: dict[str, Any] = {}
+        if launch.main:
+            try:
+                claim_output_folder(out, resume=resume, overwrite=overwrite)
+                size, todo, attempt = _start(out, items, settings, part_size, resume)
+                plan = {"part_size": size, "todo": todo, "attempt": attempt}
+            except (SLMError, OSError) as error:
+                plan = {"error": str(error), "kind": type(error).__name__}
+        plan = _collective(launch, plan, source_only=True)[0]
+        if "error" in plan:
+            raise (OutputError if plan["kind"] == "OutputError" else RunError)(plan["error"])
+        size, todo, attempt = int(plan["part_size"]), list(plan["todo"]), int(plan["attempt"])
+        mine = [todo[i] for i in shard(len(todo), launch.rank, launch.world_size)]
+        total = sum(len(range(p * size, min((p + 1) * size, len(items)))) for p in todo)
+        bar = (
+            _Progress(out, total, progress, launch.world_size, on_progress=on_progress)
+            if launch.main
+            else None
+        )
+        status: str | None = None
+        started = False
+        model = None
         try:
-            claim_output_folder(out, resume=resume, overwrite=overwrite)
-            size, todo, attempt = _start(out, items, settings, part_size, resume)
-            plan = {"part_size": size, "todo": todo, "attempt": attempt}
+            if mine or launch.main:
+                model = load_model(device)
+            lens = make_lens(model) if model is not None else None
+
+            def table_of(utterances: Sequence[Any]) -> pd.DataFrame:
+                return protocol.transcription_table(
+                    model, utterances, lens=lens, batch_tokens=batch_tokens, progress=False
+                )
+
+            for part in mine:
+                started = True
+                indices = range(part * size, min((part + 1) * size, len(items)))
+                part_items = [(i, items[i]) for i in indices]
+                table, failed = _analyse_part(
+                    part_items, lambda path: read_item(model, path), table_of, on_error
+                )
+                bad = {f["id"] for f in failed}
+                done = [item.id for _, item in part_items if item.id not in bad]
+                _write_part(out, launch, part, table, done, failed, attempt)
+                if bar is not None:
+                    bar.refresh()
         except (SLMError, OSError) as error:
-            plan = {"error": str(error), "kind": type(error).__name__}
-    plan = _collective(launch, plan, source_only=True)[0]
-    if "error" in plan:
-        raise (OutputError if plan["kind"] == "OutputError" else RunError)(plan["error"])
-    size, todo, attempt = int(plan["part_size"]), list(plan["todo"]), int(plan["attempt"])
-    mine = [todo[i] for i in shard(len(todo), launch.rank, launch.world_size)]
-    total = sum(len(range(p * size, min((p + 1) * size, len(items)))) for p in todo)
-    bar = _Progress(out, total, progress, launch.world_size, on_progress=on_progress) if launch.main else None
-    status: str | None = None
-    started = False
-    model = None
-    try:
-        if mine or launch.main:
-            model = load_model(device)
-        lens = make_lens(model) if model is not None else None
-
-        def table_of(utterances: Sequence[Any]) -> pd.DataFrame:
-            return protocol.transcription_table(
-                model, utterances, lens=lens, batch_tokens=batch_tokens, progress=False
-            )
-
-        for part in mine:
-            started = True
-            indices = range(part * size, min((part + 1) * size, len(items)))
-            part_items = [(i, items[i]) for i in indices]
-            table, failed = _analyse_part(part_items, lambda path: read_item(model, path), table_of, on_error)
-            bad = {f["id"] for f in failed}
-            done = [item.id for _, item in part_items if item.id not in bad]
-            _write_part(out, launch, part, table, done, failed, attempt)
+            status = f"rank {launch.rank}: {error}" if launch.distributed else str(error)
+        except BaseException:
             if bar is not None:
-                bar.refresh()
-    except (SLMError, OSError) as error:
-        status = f"rank {launch.rank}: {error}" if launch.distributed else str(error)
-    except BaseException:
+                bar.close()
+            raise
+        gathered = _collective(launch, (status, started), source_only=False)  # rank 0's bar still moves
+        statuses = [s for s, _ in gathered if s]
         if bar is not None:
             bar.close()
-        raise
-    gathered = _collective(launch, (status, started), source_only=False)  # rank 0's bar still moves
-    statuses = [s for s, _ in gathered if s]
-    if bar is not None:
-        bar.close()
+    finally:
+        # A rank that exits with its process group alive can abort in gloo's teardown ("terminate called
+        # without an active exception", SIGABRT) after its work is done: end the group this run started.
+        if owns_group:
+            _end_group()
     if statuses:
         raise RunError(statuses[0])
     if not launch.main:

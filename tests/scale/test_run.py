@@ -168,8 +168,19 @@ def test_two_gloo_processes_merge_to_the_one_process_table(
     out = tmp_path / "out"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     argv = analyze(spiritlm_checkpoint, data, out, "--part-size", "2")
+    # each rank runs the CLI, then says whether the run left its process group alive: a rank that exits
+    # with it alive can abort in gloo's teardown (SIGABRT) after its work is done, as happened in CI
+    entry = tmp_path / "entry.py"
+    entry.write_text(
+        "import sys\n"
+        "import torch.distributed as dist\n"
+        "from slm_transformerlens.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(f'process group alive after the run: {dist.is_initialized()}', flush=True)\n"
+        "sys.exit(code)\n"
+    )
     result = subprocess.run(
-        [*launcher, "-m", "slm_transformerlens.cli", *argv],
+        [*launcher, str(entry), *argv],
         cwd=ROOT,
         env=env(),
         capture_output=True,
@@ -178,6 +189,7 @@ def test_two_gloo_processes_merge_to_the_one_process_table(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("report:") == 1  # rank 0 reports
+    assert result.stdout.count("process group alive after the run: False") == 2
     logs = sorted(p.name for p in (out / "parts").glob("done-rank*.jsonl"))
     assert logs == ["done-rank0.jsonl", "done-rank1.jsonl"]
     items = logged_items(out)
