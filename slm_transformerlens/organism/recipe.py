@@ -210,7 +210,7 @@ _LARGER_MODEL: dict[str, Any] = {
     "n_heads": 8,
     "d_mlp": 1024,
 }  # 8.6M parameters
-#: The ``hear`` presets: what each changes of ``hear`` (same data; issue 21, rounds 1 and 2).
+#: The ``hear`` presets: what each changes of ``hear`` (same data; issue 21, rounds 1 to 3).
 _HEAR_CHANGES: dict[str, dict[str, Any]] = {
     "hear": {},
     "hear-long": {"phase2_tokens": 1_800_000},  # 3x the phase-2 tokens

@@ -132,6 +132,11 @@ def heard_spread(runs: Mapping[str, str | Path], *, readout: str = "any") -> pd.
     return pd.DataFrame(rows)
 
 
+def _runs_holding(rows: pd.DataFrame, column: str) -> list[str]:
+    """The runs (in table order) whose ``column`` is ``"holds"`` on every one of their rows (splits)."""
+    return [str(run) for run, values in rows.groupby("run", sort=False)[column] if (values == "holds").all()]
+
+
 def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
     """Per main model (the rows with a criterion): in how many runs the criterion holds on every test
     split, and whether that is a strict majority of its runs (the round-2 rule); and the same for the
@@ -143,16 +148,13 @@ def spread_verdict(table: pd.DataFrame) -> dict[str, Any]:
     mains = table[table["criterion"] != ""]
     out: dict[str, Any] = {}
     for model, g in mains.groupby("model", sort=True):
-        per_run = g.groupby("run", sort=False)["criterion"].apply(lambda c: bool((c == "holds").all()))
-        held = [str(run) for run, ok in per_run.items() if ok]
-        per_run_robust = g.groupby("run", sort=False)["robust"].apply(lambda c: bool((c == "holds").all()))
-        robust = [str(run) for run, ok in per_run_robust.items() if ok]
+        held, robust, n_runs = _runs_holding(g, "criterion"), _runs_holding(g, "robust"), g["run"].nunique()
         out[str(model)] = {
-            "runs": len(per_run),
+            "runs": n_runs,
             "holds_on_every_split": held,
-            "majority": len(held) * 2 > len(per_run),
+            "majority": len(held) * 2 > n_runs,
             "robust_on_every_split": robust,
-            "robust_majority": len(robust) * 2 > len(per_run),
+            "robust_majority": len(robust) * 2 > n_runs,
         }
     return out
 
