@@ -15,6 +15,11 @@ limit=${LIMIT_S:-420}
 results=${RESULTS:-${OUT:-$PWD/round3_out}}
 work=${WORK:-/tmp/round3}
 device=${DEVICE:-cuda}
+# never overwrite what this script did not write: an old results.tgz, or anything already in WORK
+if [ -e "$results/results.tgz" ] || [ -n "$(ls -A "$work" 2>/dev/null)" ]; then
+    echo "$results/results.tgz exists or $work is not empty: set RESULTS / WORK to fresh folders" >&2
+    exit 2
+fi
 mkdir -p "$results" "$work"
 python=${PYTHON:-python3}
 

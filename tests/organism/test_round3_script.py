@@ -56,3 +56,25 @@ def test_round3_script_trains_evaluates_and_packs_a_toy_run(tmp_path: Path) -> N
         heard = pd.read_csv(tar.extractfile("eval_hll_s0/heard.csv"))
     assert set(heard["model"]) == {"main_phoneme", "random_init_phoneme", "untrained_units_phoneme"}
     assert set(heard["split"]) == {"heldout", "new"}
+
+
+def test_round3_script_never_overwrites_earlier_results(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "results.tgz").write_bytes(b"yours")
+    environment = {
+        **os.environ,
+        "RESULTS": str(results),
+        "WORK": str(tmp_path / "work"),
+        "PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "organism_round3_gpu.sh")],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "set RESULTS / WORK to fresh folders" in done.stderr
+    assert (results / "results.tgz").read_bytes() == b"yours" and not (tmp_path / "work").exists()
